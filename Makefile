@@ -1,0 +1,40 @@
+# headbook — two commands: `make demo` and `make test` (both install .venv when needed).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: env demo test export-check nbtest pytest preview quarto-check clean-nbs
+
+env:
+	@bash tools/ensure_venv.sh
+
+demo: env
+	$(BIN)/headbook demo --out out
+
+test: env
+	$(MAKE) --no-print-directory export-check quarto-check nbtest pytest preview
+
+# notebooks and package in sync: export, then fail if headbook/ changed
+export-check:
+	@$(BIN)/nbdev-export
+	@if [ -n "$$(git status --porcelain -- headbook)" ]; then \
+	  echo "headbook/ is out of sync with nbs/ (run nbdev-export and commit):"; git status --porcelain -- headbook; exit 1; fi
+	@echo "export-check: headbook/ matches nbs/"
+
+quarto-check:
+	@$(BIN)/python tools/check_quarto.py
+
+nbtest:
+	$(BIN)/nbdev-test --n_workers 2 --timing
+
+pytest:
+	$(BIN)/python tools/run_pytest.py
+
+preview:
+	$(BIN)/python tools/preview.py --out _preview
+
+clean-nbs:
+	$(BIN)/nbdev-clean
