@@ -1,0 +1,4 @@
+"Head models: the FLAME layer and its sources (FLAME files, ICT-FaceKit, the built-in synthhead)."
+from headbook.models.flame import FLAME, FLAMEOutput, HeadModelData, load_head_model
+
+__all__ = ["FLAME", "FLAMEOutput", "HeadModelData", "load_head_model"]
