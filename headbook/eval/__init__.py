@@ -1,0 +1,8 @@
+"Evaluation: exact point-to-surface distance, the NoW protocol, NPHM's surface metrics."
+# Hand-written re-exports (nbdev does not overwrite an existing __init__.py).
+from headbook.eval.distance import (ClosestPoints, TriangleIndex, closest_point_on_triangle,
+                                    closest_points_brute_force, point_to_mesh_distance,
+                                    point_to_mesh_distance_torch)
+from headbook.eval.now import (NOW_CHALLENGES, NOW_FROM_IBUG68, NOW_LANDMARK_NAMES, NowResult, NowStats,
+                               Similarity, crop_face, cumulative_error, evaluate_now, now_scan_to_mesh,
+                               procrustes, read_now_split, read_pp, refine_alignment, write_pp)
