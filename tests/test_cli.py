@@ -8,7 +8,9 @@ EXE = Path(sys.executable).parent / "headbook"
 
 def test_every_subcommand_has_help():
     sub = build_parser()._subparsers._group_actions[0].choices
-    assert {"demo", "assets", "run"} <= set(sub)
+    assert {"demo", "assets", "run", "eval", "landmarks"} <= set(sub)
+    r = subprocess.run([str(EXE), "eval", "now", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--dataset" in r.stdout
     for name in sub:
         r = subprocess.run([str(EXE), name, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: headbook" in r.stdout, name
@@ -36,3 +38,35 @@ def test_run_unknown_experiment_is_a_clear_error(capsys, tmp_path):
 def test_unknown_model_is_a_clear_error(capsys, tmp_path):
     assert main(["demo", "--model", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown head model" in capsys.readouterr().err
+
+
+def test_landmarks_cli_good_and_bad_photo(tmp_path, capsys):
+    import matplotlib.cbook
+    good = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    bad = tmp_path / "not_an_image.jpg"; bad.write_text("hello")
+    rc = main(["landmarks", str(good), str(bad), "--out", str(tmp_path / "lm")])
+    out = capsys.readouterr().out
+    assert rc == 1 and "grace_hopper_overlay.png" in out and "not_an_image.jpg: error" in out
+    import numpy as np
+    assert np.load(tmp_path / "lm" / "grace_hopper_68.npy").shape[0] == 68
+
+
+def test_eval_now_cli_on_a_tiny_dataset(tmp_path, capsys):
+    "A NoW-layout folder with one subject whose prediction equals its scan: the CLI prints ~0 mm."
+    import numpy as np, trimesh
+    from headbook.eval.now import write_pp, write_prediction
+    root, pred = tmp_path / "now", tmp_path / "pred"
+    scan = trimesh.creation.icosphere(subdivisions=4, radius=0.08)
+    v = np.asarray(scan.vertices) * [1.0, 1.2, 0.9]
+    lm = v[[np.argmax(v[:, 0]), 10, 20, np.argmin(v[:, 0]), np.argmax(v[:, 2]), 30, 40]]
+    (root / "scans" / "S1").mkdir(parents=True); (root / "scans_lmks_onlypp" / "S1").mkdir(parents=True)
+    trimesh.Trimesh(v * 1000, scan.faces, process=False).export(root / "scans" / "S1" / "natural_head_rotation.000001.obj")
+    write_pp(root / "scans_lmks_onlypp" / "S1" / "natural_head_rotation.000001_picked_points.pp", lm * 1000)
+    line = "S1/multiview_neutral/IMG_0001.jpg"
+    (root / "imagepathsvalidation.txt").write_text(line + "\n")
+    write_prediction(pred, line, v, scan.faces, lm)
+    rc = main(["eval", "now", "--dataset", str(root), "--pred", str(pred)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| all | 1 |" in out
+    med = float(out.split("| all | 1 |")[1].split("|")[0])
+    assert med < 1e-3

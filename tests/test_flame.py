@@ -11,16 +11,17 @@ from conftest import random_head_data, need_shared, SHARED
 def _source(name):
     if name == "random": return random_head_data()
     if name == "synthhead":
-        mod = pytest.importorskip("headbook.models.synthhead", reason="synthhead chapter not exported")
-        return mod.build_synthhead()
+        from headbook.models.synthhead import build_synthhead
+        return build_synthhead()
     if name == "ict":
         need_shared()
-        mod = pytest.importorskip("headbook.models.ict", reason="ict chapter not exported")
-        return mod.load_ict()
+        from headbook.models.ict import load_ict
+        import copy
+        return copy.deepcopy(load_ict())   # load_ict caches its arrays; this test edits the copy
 
 
 def _smplx_flame(folder, S, E, B, contour=False):
-    smplx = pytest.importorskip("smplx")
+    import smplx
     return smplx.FLAME(model_path=str(folder), num_betas=S, num_expression_coeffs=E, batch_size=B,
                        use_face_contour=contour, create_transl=False)
 

@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--out", default="_preview")
     ap.add_argument("--only", nargs="*", help="chapter paths relative to nbs/ (default: all)")
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--workers", type=int, default=2, help="chapters executed in parallel")
     a = ap.parse_args()
     outdir = root / a.out; outdir.mkdir(parents=True, exist_ok=True)
     cfg, chs = chapters()
@@ -57,19 +58,29 @@ def main():
     c = Config(); c.TagRemovePreprocessor.remove_input_tags = {"remove_input"}; c.TagRemovePreprocessor.enabled = True
     exp = HTMLExporter(config=c, template_name="lab")
     pages, failed = [], []
-    for section, rel in chs:
-        if a.only and rel not in a.only: continue
+    todo = [(section, rel) for section, rel in chs if not a.only or rel in a.only]
+
+    def build(item):
+        section, rel = item
         p = root / "nbs" / rel
         nb = prepare(nbformat.read(p, as_version=4))
         t0 = time.time()
         try:
             NotebookClient(nb, timeout=a.timeout, kernel_name="python3", resources={"metadata": {"path": str(p.parent)}}).execute()
         except Exception as e:
-            failed.append(rel); print(f"preview: FAILED {rel}\n{str(e)[-3000:]}", file=sys.stderr); continue
+            return section, rel, None, f"{str(e)[-3000:]}"
         body, _ = exp.from_notebook_node(nb)
         name = rel.replace("/", "__").replace(".ipynb", ".html")
         (outdir / name).write_text(body)
-        pages.append((section, rel, name)); print(f"preview: {rel} ({time.time() - t0:.1f}s)")
+        return section, rel, name, f"{time.time() - t0:.1f}s"
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=a.workers) as ex:
+        for section, rel, name, info in ex.map(build, todo):
+            if name is None:
+                failed.append(rel); print(f"preview: FAILED {rel}\n{info}", file=sys.stderr)
+            else:
+                pages.append((section, rel, name)); print(f"preview: {rel} ({info})")
     title = cfg.get("website", {}).get("title", "headbook")
     items, cur = [], object()
     for section, rel, name in pages:
