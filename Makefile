@@ -6,7 +6,7 @@ export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env demo test export-check nbtest pytest preview quarto-check clean-nbs
+.PHONY: env demo test export-check clean-check nbtest pytest preview quarto-check clean-nbs
 
 env:
 	@bash tools/ensure_venv.sh
@@ -15,7 +15,7 @@ demo: env
 	$(BIN)/headbook demo --out out
 
 test: env
-	$(MAKE) --no-print-directory export-check quarto-check nbtest pytest preview
+	$(MAKE) --no-print-directory export-check clean-check quarto-check nbtest pytest preview
 
 # notebooks and package in sync: export, then fail if headbook/ changed
 export-check:
@@ -24,17 +24,24 @@ export-check:
 	  echo "headbook/ is out of sync with nbs/ (run nbdev-export and commit):"; git status --porcelain -- headbook; exit 1; fi
 	@echo "export-check: headbook/ matches nbs/"
 
+# notebooks are committed clean (nbdev-clean keeps papermill's `parameters` tag)
+clean-check:
+	@$(BIN)/nbdev-clean
+	@if [ -n "$$(git status --porcelain -- nbs)" ]; then \
+	  echo "nbs/ is not clean (run nbdev-clean and commit):"; git status --porcelain -- nbs; exit 1; fi
+	@echo "clean-check: notebooks are clean"
+
 quarto-check:
 	@$(BIN)/python tools/check_quarto.py
 
 nbtest:
-	$(BIN)/nbdev-test --n_workers 2 --timing
+	$(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest:
 	$(BIN)/python tools/run_pytest.py
 
 preview:
-	$(BIN)/python tools/preview.py --out _preview
+	$(BIN)/python tools/preview.py --out _preview --workers 2
 
 clean-nbs:
 	$(BIN)/nbdev-clean
