@@ -188,3 +188,24 @@ def test_double_precision_gradcheck(random_data):
     jaw = (torch.randn(1, 3, dtype=torch.float64) * 0.2).requires_grad_(True)
     shape = torch.randn(1, 4, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda j, s: m(jaw_pose=j, shape=s).vertices[:, :20], (jaw, shape))
+
+
+def test_flame_texture_npz(tmp_path):
+    from headbook.models.assets import read_flame_texture
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "FLAME_texture.npz", mean=rng.uniform(0, 255, (8, 8, 3)), tex_dir=rng.normal(0, 20, (8, 8, 3, 5)),
+             vt=rng.random((10, 2)), ft=np.zeros((4, 3), np.int64))
+    t = read_flame_texture(tmp_path / "FLAME_texture.npz")
+    assert t["mean"].shape == (8, 8, 3) and t["basis"].shape == (8, 8, 3, 5) and 0 <= t["mean"].min() and t["mean"].max() <= 1
+    with pytest.raises(FileNotFoundError, match="FLAME_texture.npz"):
+        read_flame_texture(tmp_path / "missing" / "FLAME_texture.npz")
+
+
+def test_asset_search_uses_env(tmp_path, monkeypatch, random_data):
+    from headbook.models.assets import find_asset
+    monkeypatch.setenv("HEADBOOK_ASSETS", str(tmp_path))
+    write_flame_pkl(random_data, tmp_path / "flame" / "generic_model.pkl")
+    assert find_asset("flame2020") == tmp_path / "flame" / "generic_model.pkl"
+    assert find_asset("deca_landmarks") == tmp_path / "flame" / "landmark_embedding.npy"
+    with pytest.raises(KeyError, match="unknown asset"):
+        find_asset("nope")

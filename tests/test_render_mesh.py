@@ -99,25 +99,30 @@ def test_soft_mask_has_silhouette_gradient():
     t = t.clone().requires_grad_()
     out = render_mesh(V, Fc, K, R, t, size, settings=soft_settings(1.0))
     out.mask[..., :, 24:].sum().backward()                                    # right half of the silhouette
-    assert t.grad[0, 0] != 0                                                  # moving sideways changes it
+    with torch.no_grad():                                                     # finite differences, 0.3 px
+        e = torch.tensor([[1e-3, 0, 0]])
+        fd = (render_mesh(V, Fc, K, R, t + e, size, settings=soft_settings(1.0)).mask[..., :, 24:].sum()
+              - render_mesh(V, Fc, K, R, t - e, size, settings=soft_settings(1.0)).mask[..., :, 24:].sum()) / 2e-3
+    # same sign as finite differences. PyTorch3D's `dists` backward (CPU) comes out several times larger than
+    # finite differences here (measured 4.8e4 vs 9.4e3), so we do not test the magnitude; see the chapter.
+    assert fd > 0 and t.grad[0, 0] > 0
 
 def test_recover_translation_and_light():
-    "Honest convergence: start 1.5 cm and a dimmer, rotated light away; recover both from the image."
+    "Honest convergence: start 1.3 cm and a different light away; recover both from the image alone."
     V, Fc = sphere(3)
     size = (64, 64); K, R, t_true = camera([0., 0, 0.5], size)
-    alb = (0.5 + 0.4 * torch.sin(V * 60)).clamp(0, 1)                        # a texture for the fit to hold on to
+    alb = (0.5 + 0.3 * torch.sin(V * 25)).clamp(0, 1)                        # a smooth texture to hold on to
     sh_true = directional_sh(torch.tensor([[0.4, 0.3, 1.]]), 0.7, 0.4)
-    st = soft_settings(1.0)
-    target = render_mesh(V, Fc, K, R, t_true, size, albedo=alb, sh=sh_true, settings=st).image.detach()
-    t = (t_true + torch.tensor([[0.012, -0.009, 0.0]])).requires_grad_()
+    target = render_mesh(V, Fc, K, R, t_true, size, albedo=alb, sh=sh_true).image.detach()
+    t = (t_true + torch.tensor([[0.01, -0.008, 0.0]])).requires_grad_()
     sh = directional_sh(torch.tensor([[-0.2, 0.0, 1.]]), 0.5, 0.3).requires_grad_()
     opt = torch.optim.Adam([{"params": [t], "lr": 1e-3}, {"params": [sh], "lr": 2e-2}])
-    for it in range(150):
-        img = render_mesh(V, Fc, K, R, t, size, albedo=alb, sh=sh, settings=st).image
-        loss = (img - target).abs().mean()
+    for it in range(80):
+        img = render_mesh(V, Fc, K, R, t, size, albedo=alb, sh=sh).image
+        loss = ((img - target) ** 2).mean()
         opt.zero_grad(); loss.backward(); opt.step()
     err_t = (t - t_true).detach().norm()
-    assert err_t < 1.5e-3, float(err_t)                                      # < 1.5 mm from 15 mm
+    assert err_t < 1.5e-3, float(err_t)                                      # < 1.5 mm from 13 mm
     n = torch.nn.functional.normalize(torch.randn(1, 500, 3), dim=-1)
     n = n[:, n[0, :, 2] > 0.2]                                               # normals the camera sees
     err_light = (sh_shading(n, sh.detach()) - sh_shading(n, sh_true)).abs().mean()
