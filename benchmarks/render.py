@@ -1,45 +1,82 @@
-"ms per frame of the mesh renderer and the 2DGS rasteriser (CPU; gsplat and PyTorch3D CUDA where a GPU is present)."
-import math
+"""ms per frame of the mesh renderer and the 2DGS rasteriser (CPU; PyTorch3D CUDA and gsplat where a GPU is present).
+
+Run: python benchmarks/render.py [--quick]
+Prints one `name: value unit` line per figure; each time is the best of a few repeats (the build machine is
+shared, so the minimum is the figure least disturbed by other jobs). Threads: torch's default (set
+OMP_NUM_THREADS to pin). `--quick` skips the slow PyTorch3D naive entries at 22k vertices and the Gaussians.
+
+Mesh scene: synthhead (5632 vertices, 11252 faces) and one step of its midpoint subdivision (`trimesh.remesh.subdivide`: 22k vertices,
+45k faces), 224x224, a camera framing the head like a face crop, per-vertex albedo and SH light, as the
+photometric fit renders it. Paths: PyTorch3D's naive CPU kernel (the seed's path, `bin_size=None` on CPU),
+PyTorch3D's naive kernel binned into 32 px tiles (the previous default), and the torch z-buffer (now the default).
+"""
+import sys
 import time
 import torch
 from headbook.geometry.cameras import look_at, intrinsics
 from headbook.render import render_mesh, RasterSettings, directional_sh, rasterize_2dgs
 
-def grid_sphere(n_verts: int, r: float = 0.1):
-    "A UV sphere with about n_verts vertices (no poles shared), faces counter-clockwise from outside."
-    n = int(round(math.sqrt(n_verts / 2)))
-    th = torch.linspace(0.05, math.pi - 0.05, n); ph = torch.linspace(0, 2 * math.pi, 2 * n + 1)[:-1]
-    T, P = torch.meshgrid(th, ph, indexing="ij")
-    V = torch.stack([torch.sin(T) * torch.sin(P), torch.cos(T), torch.sin(T) * torch.cos(P)], -1).reshape(-1, 3) * r
-    i = torch.arange(n - 1)[:, None]; j = torch.arange(2 * n)[None]
-    a = i * 2 * n + j; b = i * 2 * n + (j + 1) % (2 * n); c = a + 2 * n; d = b + 2 * n
-    F = torch.cat([torch.stack([a, c, b], -1).reshape(-1, 3), torch.stack([b, c, d], -1).reshape(-1, 3)])
-    return V[None], F
 
-def timeit(fn, n=3):
-    fn()
-    if torch.cuda.is_available(): torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n): fn()
-    if torch.cuda.is_available(): torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n * 1000
+def timeit(fn, n=3, budget_s=30.0, warmup=True):
+    "Best time in ms over up to n calls; stops early once budget_s is spent (at least one call)."
+    if warmup: fn()
+    best, spent = float("inf"), 0.0
+    for _ in range(n):
+        if torch.cuda.is_available(): torch.cuda.synchronize()
+        t = time.perf_counter(); fn()
+        if torch.cuda.is_available(): torch.cuda.synchronize()
+        dt = time.perf_counter() - t; best = min(best, dt); spent += dt
+        if spent > budget_s: break
+    return best * 1000
 
-def bench_mesh(device="cpu"):
-    R, t = look_at(torch.tensor([[0., 0, 0.35]]), torch.zeros(1, 3)); K = intrinsics(300., (224, 224))
-    sh = directional_sh(torch.tensor([[0., 0, 1.]]), color=0.8, ambient=0.3)
+
+def head_scene(subdivide: bool):
+    import trimesh
+    from headbook.models import load_head_model
+    head = load_head_model("synthhead")
+    V, F = head().vertices.detach()[0], head.faces.long()
+    if subdivide:
+        v, f = trimesh.remesh.subdivide(V.numpy(), F.numpy())
+        V, F = torch.tensor(v, dtype=torch.float32), torch.tensor(f, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    return V[None], F, (0.35 + 0.4 * torch.rand(1, V.shape[0], 3, generator=g))
+
+
+def bench_mesh(device="cpu", quick=False):
+    size = (224, 224)
+    R, t = look_at(torch.tensor([[0.0, 0.02, 0.5]]), torch.tensor([[0.0, 0.01, 0.0]])); K = intrinsics(560., size)
+    sh = directional_sh(torch.tensor([[0.2, 0.3, 1.]]), color=0.8, ambient=0.3)
     K, R, t, sh = K.to(device), R.to(device), t.to(device), sh.to(device)
-    for nv in (5000, 25000):
-        V, F = grid_sphere(nv); V, F = V.to(device), F.to(device)
-        configs = [("vertex", 32), ("pixel", 32)] + ([("vertex", 16), ("vertex", 64)] if device == "cpu" else [])
-        if device == "cpu" and nv == 5000: configs.append(("vertex", 0))   # PyTorch3D naive (the seed's path)
-        for shading, tile in configs:
-            s = RasterSettings(shading=shading, tile_size=tile)
-            tag = f"mesh_{device}_224px_{V.shape[1]}v_{shading}_" + ("naive" if tile == 0 else f"tile{tile}")
-            print(f"{tag}_fwd: {timeit(lambda: render_mesh(V, F, K, R, t, (224, 224), sh=sh, settings=s)):.1f} ms", flush=True)
-            Vg = V.clone().requires_grad_()
+    fwdbwd = {}
+    for sub in (False, True):
+        V, F, alb = (x.to(device) for x in head_scene(sub))
+        tag_v = f"{V.shape[1] // 1000}k" if sub else "5k"
+        configs = [("zbuffer", RasterSettings(backend="zbuffer")),
+                   ("zbuffer_pixelshading", RasterSettings(backend="zbuffer", shading="pixel"))]
+        if device == "cpu":
+            configs += [("tiles32", RasterSettings(backend="pytorch3d", tile_size=32))]
+            if not (quick and sub): configs += [("naive", RasterSettings(backend="pytorch3d", tile_size=0))]
+        else:
+            configs += [("pytorch3d_coarse2fine", RasterSettings(backend="pytorch3d"))]
+        cover = render_mesh(V, F, K, R, t, size, settings=RasterSettings(backend="zbuffer")).mask.mean().item()
+        print(f"mesh_{device}_224px_{tag_v}_vertices: {V.shape[1]} count", flush=True)
+        print(f"mesh_{device}_224px_{tag_v}_coverage: {cover:.2f} fraction", flush=True)
+        for name, s in configs:
+            slow = name == "naive"
+            n, budget = (1, 0.0) if slow else (15, 10.0)
+            tag = f"mesh_{device}_224px_{tag_v}_{name}"
+            ms = timeit(lambda: render_mesh(V, F, K, R, t, size, albedo=alb, sh=sh, settings=s), n=n, budget_s=budget, warmup=not slow)
+            print(f"{tag}_fwd: {ms:.1f} ms", flush=True)
+            Vg = V.clone().requires_grad_(); shg = sh.clone().requires_grad_()
             def fb():
-                render_mesh(Vg, F, K, R, t, (224, 224), sh=sh, settings=s).image.sum().backward()
-            print(f"{tag}_fwdbwd: {timeit(fb):.1f} ms", flush=True)
+                render_mesh(Vg, F, K, R, t, size, albedo=alb, sh=shg, settings=s).image.sum().backward()
+            ms = timeit(fb, n=n, budget_s=budget, warmup=not slow)
+            fwdbwd[(tag_v, name)] = ms
+            print(f"{tag}_fwdbwd: {ms:.1f} ms", flush=True)
+        for ref in ("naive", "tiles32"):
+            if (tag_v, ref) in fwdbwd:
+                print(f"mesh_speedup_vs_{ref}_fwdbwd_{tag_v}: {fwdbwd[(tag_v, ref)] / fwdbwd[(tag_v, 'zbuffer')]:.1f} x", flush=True)
+
 
 def bench_gaussians(device="cpu", backend="torch"):
     g = torch.Generator().manual_seed(0)
@@ -52,16 +89,18 @@ def bench_gaussians(device="cpu", backend="torch"):
             sc = torch.full((N, 3), 2.0 / f, device=device)                # ~4 px footprints
             op = torch.full((N,), 0.7, device=device); col = torch.rand(N, 3, generator=g).to(device)
             tag = f"gs2d_{backend}_{device}_{size}px_{N // 1000}k"
-            print(f"{tag}_fwd: {timeit(lambda: rasterize_2dgs(means, q, sc, op, col, vm, K, size, size, backend=backend), n=2):.1f} ms", flush=True)
+            print(f"{tag}_fwd: {timeit(lambda: rasterize_2dgs(means, q, sc, op, col, vm, K, size, size, backend=backend), n=2, budget_s=10):.1f} ms", flush=True)
             mg = means.clone().requires_grad_()
             def fb():
                 rasterize_2dgs(mg, q, sc, op, col, vm, K, size, size, backend=backend).colors.sum().backward()
-            print(f"{tag}_fwdbwd: {timeit(fb, n=2):.1f} ms", flush=True)
+            print(f"{tag}_fwdbwd: {timeit(fb, n=2, budget_s=10):.1f} ms", flush=True)
+
 
 if __name__ == "__main__":
-    print(f"threads: {torch.get_num_threads()} value")
-    bench_mesh("cpu")
-    bench_gaussians("cpu", "torch")
+    quick = "--quick" in sys.argv
+    print(f"threads: {torch.get_num_threads()} count")
+    bench_mesh("cpu", quick)
+    if not quick: bench_gaussians("cpu", "torch")
     if torch.cuda.is_available():
         bench_mesh("cuda")
         bench_gaussians("cuda", "torch")

@@ -2,6 +2,7 @@
 
 Modules:
 
+- `headbook.data.now`: Writes a small dataset in the exact layout of the NoW benchmark from the book's own head models — photos, scans, scan landmarks, face boxes — so every method can be evaluated end to end on a fresh machine.
 - `headbook.eval.distance`: Exact closest points on a triangle mesh: Ericson's closest-point-on-triangle, vectorised, behind a k-d tree with a provable stopping rule, and a differentiable torch twin.
 - `headbook.eval.now`: Scan-to-mesh error of a predicted head against the NoW benchmark's scans: crop, 7-landmark similarity Procrustes, rigid refinement on the surface, per-vertex distances, cumulative error curve.
 - `headbook.eval.surface`: NPHM's reconstruction metrics: Chamfer-L1/L2, normal consistency and F-scores between point samples of two surfaces, with samples taken from what cameras around the head can see, an optional face region and a neck cut.

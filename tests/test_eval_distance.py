@@ -87,3 +87,42 @@ def test_bad_inputs():
         TriangleIndex(np.zeros((3, 3)), np.array([[0, 1, 5]]))
     with pytest.raises(ValueError, match="verts"):
         TriangleIndex(np.zeros((3, 2)), np.array([[0, 1, 2]]))
+
+
+def test_sample_cover_bound_holds():
+    # every point of every face lies within eps_f of one of that face's samples (the certificate the index relies on)
+    v, f = random_mesh(5)
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    idx = TriangleIndex(v, f)
+    g = np.random.default_rng(0)
+    s = g.uniform(size=(len(f), 300, 2)); s = np.where(s.sum(-1, keepdims=True) > 1, 1 - s, s)
+    tri = v[f]
+    P = tri[:, None, 0] + s[..., :1] * (tri[:, None, 1] - tri[:, None, 0]) + s[..., 1:] * (tri[:, None, 2] - tri[:, None, 0])
+    for fi in range(len(f)):
+        own = idx.samples[idx.sample_face == fi]
+        d = np.linalg.norm(P[fi][:, None] - own[None], axis=-1).min(1)
+        assert (d <= idx.sample_eps[idx.sample_face == fi][0] + 1e-12).all()
+    assert idx.eps >= idx.sample_eps.max()
+
+
+@pytest.mark.parametrize("hint_kind", ["exact", "random", "far"])
+def test_warm_start_is_exact_whatever_the_hint(hint_kind):
+    # the hint only supplies an upper bound: a wrong hint may cost time, never exactness
+    m = trimesh.creation.icosphere(3, radius=1.0)
+    v = np.asarray(m.vertices) * np.array([1.0, 1.3, 0.8]); f = np.asarray(m.faces)
+    g = np.random.default_rng(1)
+    P = v[g.integers(0, len(v), 400)] * (1 + g.normal(scale=0.05, size=(400, 1))) + g.normal(scale=0.01, size=(400, 3))
+    idx = TriangleIndex(v, f); bf = closest_points_brute_force(P, v, f)
+    hint = {"exact": bf.face_ids, "random": g.integers(0, len(f), len(P)),
+            "far": np.full(len(P), int(np.argmax(v[f].mean(1)[:, 0])))}[hint_kind]
+    r = idx.query(P, hint=hint)
+    assert np.allclose(r.distances, bf.distances, atol=1e-12) and np.allclose(r.points, bf.points, atol=1e-9)
+    with pytest.raises(ValueError, match="hint"):
+        idx.query(P, hint=np.zeros(3, np.int64))
+
+
+def test_far_points_use_the_fallback_and_stay_exact():
+    m = trimesh.creation.icosphere(3, radius=1.0)
+    P = np.random.default_rng(2).normal(size=(300, 3)) * 50          # balls hold hundreds of samples
+    r = TriangleIndex(m.vertices, m.faces).query(P, max_k=16)
+    assert np.allclose(r.distances, closest_points_brute_force(P, m.vertices, m.faces).distances, atol=1e-9)

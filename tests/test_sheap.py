@@ -1,0 +1,162 @@
+"SHeaP: model outputs, loss, one step, training run, resume, checkpoints and the seed's TorchScript files."
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from headbook.data.video import VideoFrames, write_synthetic_videos, SyntheticVideoSpec
+from headbook.sheap import load_sheap_model
+from headbook.sheap.model import SHeaP, PARAM_KEYS, SEED_KEYS, reanimate, render_gaussians
+from headbook.sheap.losses import photometric_loss, landmark_loss, ssim_map
+from headbook.sheap.train import SHeaPStep, sheap_config, train_sheap, PRESETS
+from headbook.train.loop import read_metrics
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    write_synthetic_videos(root, 2, spec=SyntheticVideoSpec(n_frames=4, image_size=32), seed=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke_run(videos, tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    return train_sheap(sheap_config("smoke"), run_dir=d, data_root=videos, progress=False)
+
+
+def test_video_reader_layout_and_errors(videos, tmp_path):
+    vf = VideoFrames(videos, image_size=16)
+    f = vf.frame(3)
+    assert f["image"].shape == (3, 16, 16) and f["mask"].shape == (1, 16, 16) and f["landmarks"].shape == (68, 2)
+    assert 0 <= f["image"].min() and f["image"].max() <= 1 and set(f["mask"].unique().tolist()) <= {0.0, 1.0}
+    raw = VideoFrames(videos)
+    assert torch.allclose(raw.frame(3)["landmarks"] / 2, f["landmarks"])       # landmarks follow the resize
+    with pytest.raises(FileNotFoundError, match="no videos"): VideoFrames(tmp_path)
+    bad = tmp_path / "v" / "frames"; bad.mkdir(parents=True)
+    (bad / "000000.png").write_bytes((videos / "synthhead_0000" / "frames" / "000000.png").read_bytes())
+    with pytest.raises(FileNotFoundError, match="landmarks"): VideoFrames(tmp_path)
+
+
+def test_output_keys_and_shapes(smoke_run):
+    m = load_sheap_model(smoke_run.run_dir)
+    assert not m.training
+    out = m(torch.rand(3, 3, 224, 224))
+    S, E, V = m.head.n_shape, m.head.n_expr, m.head.n_verts
+    expect = dict(shape=(3, S), expr=(3, E), global_pose=(3, 3), neck_pose=(3, 3), jaw_pose=(3, 3), left_eye_pose=(3, 3),
+                  right_eye_pose=(3, 3), eyelids=(3, 2), cam_trans=(3, 3), light=(3, 9, 3), features=(3, m.cfg.feat_dim),
+                  vertices=(3, V, 3), landmarks=(3, 68, 3))
+    assert {k: tuple(v.shape) for k, v in out.items()} == expect
+    assert set(PARAM_KEYS) <= set(out) and ((out["eyelids"] >= 0) & (out["eyelids"] <= 1)).all()
+    assert all(torch.isfinite(v).all() for v in out.values())
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"): m(torch.rand(3, 224, 224))
+    with pytest.raises(FileNotFoundError, match="no SHeaP checkpoint"): load_sheap_model(smoke_run.run_dir / "missing.pt")
+
+
+def test_one_step_on_a_fixed_batch_lowers_the_loss_and_reaches_every_part(videos):
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke")
+    step = SHeaPStep(SHeaP(cfg.model), cfg.loss)
+    batch = VideoFrames(videos, image_size=32).pair_batch(torch.tensor([1, 6]), salt=0)
+    opt = torch.optim.Adam(step.parameters(), 1e-3)
+    out = step(batch)
+    out.losses["loss"].backward()
+    m = step.model
+    for name, p in (("shape head", m.to_shape.weight), ("pose head", m.to_pose.weight), ("light head", m.to_light.weight),
+                    ("gaussian regressor", m.gaussians.out[-1].weight), ("ViT", m.encoder.embed.weight)):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    opt.step(); opt.zero_grad()
+    after = step(batch).losses
+    assert after["loss"] < out.losses["loss"]
+    assert out.render.shape == (2, 3, 32, 32) and out.alpha.max() <= 1
+
+
+def test_photometric_gradient_reaches_the_shape_through_the_gaussians(videos):
+    "The paper's point: the render's loss alone moves the identity."
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke")
+    m = SHeaP(cfg.model)
+    batch = VideoFrames(videos, image_size=32).pair_batch(torch.tensor([0]), salt=0)
+    p = m.encode(torch.cat([batch["src_image"], batch["tgt_image"]]))
+    ps = {k: v[:1] for k, v in p.items()}; pt = {k: v[1:] for k, v in p.items()}
+    G = m.predict_gaussians(ps)
+    gi = render_gaussians(m, G, m.head_output(reanimate(ps, pt)).vertices, pt["light"], 32)
+    l = photometric_loss(gi.image, batch["tgt_image"], batch["tgt_mask"])["photo"]
+    g = torch.autograd.grad(l, ps["shape"], retain_graph=True)[0]
+    assert g.abs().sum() > 0
+
+
+def test_losses_behave():
+    x = torch.rand(2, 3, 24, 24)
+    assert torch.allclose(ssim_map(x, x), torch.ones(2, 1, 24, 24), atol=1e-4)
+    m = torch.ones(2, 1, 24, 24)
+    assert photometric_loss(x, x, m)["photo"].abs() < 1e-4
+    with pytest.raises(ValueError, match="mask"): photometric_loss(x, x, torch.ones(2, 24, 24))
+    with pytest.raises(ValueError, match=r"\[B, L, 2\]"): landmark_loss(torch.zeros(2, 68, 3), torch.zeros(2, 68, 3), 24)
+
+
+def test_smoke_run_writes_the_run_folder(smoke_run):
+    rows = read_metrics(smoke_run.run_dir)
+    assert [r["step"] for r in rows] == list(range(1, PRESETS["smoke"].steps + 1))
+    assert all(np.isfinite(r["loss"]) for r in rows)
+    d = smoke_run.run_dir
+    assert (d / "config.json").exists() and (d / "checkpoints" / "step_0000003.pt").exists()
+    assert (d / "samples" / "step_0000003.png").exists()
+
+
+def test_resume_reproduces_the_uninterrupted_losses(videos, tmp_path):
+    cfg = sheap_config("smoke", {"steps": 4, "ckpt_every": 2, "sample_every": 0})
+    full = train_sheap(cfg, run_dir=tmp_path / "full", data_root=videos, progress=False)
+    train_sheap(cfg, run_dir=tmp_path / "cut", data_root=videos, stop_after=3, progress=False)    # killed after 3
+    rest = train_sheap(cfg, run_dir=tmp_path / "cut", data_root=videos, progress=False)
+    assert rest.resumed_from == 2 and rest.losses == full.losses[2:]
+    assert [r["loss"] for r in read_metrics(tmp_path / "cut")] == full.losses
+
+
+class _FakeSeed(nn.Module):
+    "Stands in for the seed's TorchScript file: the seed's output keys and sizes (FLAME 300 / 100)."
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        B = x.shape[0]; z3 = torch.zeros(B, 3)
+        return {"shape_from_facenet": x.mean((1, 2, 3))[:, None].expand(B, 300) * 0, "expr": torch.zeros(B, 100),
+                "torso_pose": z3, "neck_pose": z3, "jaw_pose": z3, "eye_l_pose": z3, "eye_r_pose": z3,
+                "eyelids": torch.zeros(B, 2), "cam_trans": torch.zeros(B, 3)}
+
+
+def test_seed_torchscript_files_load_with_the_same_keys(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_expressive.pt.*releases"):
+        load_sheap_model("expressive", models_dir=tmp_path)
+    torch.jit.script(_FakeSeed()).save(str(tmp_path / "model_paper.pt"))
+    m = load_sheap_model("paper", models_dir=tmp_path)
+    out = m(torch.rand(2, 3, 224, 224))
+    assert set(out) == set(SEED_KEYS.values()) and out["shape"].shape == (2, 300) and out["left_eye_pose"].shape == (2, 3)
+    mv = load_sheap_model(tmp_path / "model_paper.pt", head_model="synthhead")
+    assert mv(torch.rand(1, 3, 224, 224))["vertices"].shape == (1, mv.head.n_verts, 3)
+
+
+DDP_SCRIPT = '''
+import sys
+from headbook.sheap.train import train_sheap, sheap_config
+from headbook.train.loop import cleanup_distributed
+train_sheap(sheap_config("smoke", {"sample_every": 0}), run_dir=sys.argv[1], data_root=sys.argv[2], progress=False)
+cleanup_distributed()
+'''
+
+
+def test_sheap_under_torchrun_two_gloo_processes_matches_one(videos, tmp_path):
+    "The SHeaP trainer itself under torchrun (gloo): 2 processes x 1 pair == 1 process x 2 pairs after 3 steps."
+    import os, socket, subprocess, sys
+    script = tmp_path / "ddp_sheap.py"; script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"): env.pop(k, None)
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(videos)], check=True, env=env, timeout=180, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                        f"--master_port={port}", str(script), str(tmp_path / "two"), str(videos)], env=env, timeout=240,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoints" / "step_0000003.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoints" / "step_0000003.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for k in a: torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
+    la, lb = [x["loss"] for x in read_metrics(tmp_path / "one")], [x["loss"] for x in read_metrics(tmp_path / "two")]
+    np.testing.assert_allclose(la, lb, atol=1e-5)

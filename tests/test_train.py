@@ -1,0 +1,147 @@
+"Shared training infrastructure: configs, metrics, checkpoint/resume, deterministic batches, torchrun/DDP (gloo)."
+import dataclasses, json, os, socket, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+import torch
+from torch import nn
+from headbook.train.config import make_config, apply_overrides, parse_overrides, config_to_dict, config_from_dict
+from headbook.train.loop import (train, read_metrics, global_batch_indices, shard, DistInfo, save_checkpoint,
+                                 load_checkpoint, latest_checkpoint, seed_everything, new_run_dir, MetricsLog)
+
+
+@dataclasses.dataclass
+class Opt:
+    lr: float = 1e-3  # learning rate
+
+
+@dataclasses.dataclass
+class Cfg:
+    steps: int = 10   # steps
+    name: str = "x"   # name
+    flag: bool = False
+    sizes: tuple = (1, 2)
+    opt: Opt = dataclasses.field(default_factory=Opt)
+
+
+PRESETS = {"smoke": Cfg(steps=2), "paper": Cfg(steps=1000)}
+
+
+def test_overrides_apply_and_fail_clearly():
+    c = make_config(PRESETS, "smoke", {"steps": "5", "opt.lr": 0.1, "sizes": [3, 4], "flag": "true"})
+    assert (c.steps, c.opt.lr, c.sizes, c.flag) == (5, 0.1, (3, 4), True)
+    assert make_config(PRESETS, "smoke", '{"opt": {"lr": 0.5}}').opt.lr == 0.5
+    assert PRESETS["smoke"].steps == 2                       # presets are not mutated
+    with pytest.raises(KeyError, match="no field 'stpes'"): make_config(PRESETS, "smoke", {"stpes": 1})
+    with pytest.raises(KeyError, match="unknown preset"): make_config(PRESETS, "huge")
+    with pytest.raises(TypeError, match="expected an int"): make_config(PRESETS, "smoke", {"steps": 2.5})
+    with pytest.raises(TypeError, match="expected a string"): make_config(PRESETS, "smoke", {"name": 3})
+    with pytest.raises(ValueError, match="JSON"): parse_overrides("{steps: 1}")
+    assert parse_overrides("") == {} and parse_overrides(None) == {}
+    assert config_from_dict(Cfg, json.loads(json.dumps(config_to_dict(c)))) == c
+
+
+def test_global_batches_are_deterministic_permutations_and_shard_evenly():
+    n, B = 13, 4
+    seen = torch.cat([global_batch_indices(s, B, n, seed=3) for s in range(13)])   # 52 = 4 epochs
+    for e in range(4): assert sorted(seen[e * n:(e + 1) * n].tolist()) == list(range(n))
+    assert torch.equal(global_batch_indices(5, B, n, 3), global_batch_indices(5, B, n, 3))
+    assert not torch.equal(global_batch_indices(0, B, n, 3), global_batch_indices(0, B, n, 4))
+    idx = global_batch_indices(0, 6, n)
+    parts = [shard(idx, DistInfo(rank=r, world_size=3)) for r in range(3)]
+    assert torch.equal(torch.cat(parts), idx) and all(len(p) == 2 for p in parts)
+    with pytest.raises(ValueError, match="divide"): shard(idx, DistInfo(rank=0, world_size=4))
+    with pytest.raises(ValueError, match="positive"): global_batch_indices(0, 2, 0)
+
+
+def _toy(run_dir, steps=8, stop_after=None, ckpt_every=3):
+    seed_everything(0)
+    X = torch.randn(40, 4); y = X.sum(1, keepdim=True)
+    net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))   # dropout: RNG inside the step
+    opt = torch.optim.AdamW(net.parameters(), 1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    def step_fn(step):
+        i = global_batch_indices(step, 8, 40, seed=1)
+        return {"loss": ((net(X[i]) - y[i]) ** 2).mean(), "aux": torch.tensor(float(step))}
+    return train(step_fn, net, opt, steps, run_dir, scheduler=sched, ckpt_every=ckpt_every, stop_after=stop_after, progress=False), net
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
+    full, net_full = _toy(tmp_path / "a")
+    part, _ = _toy(tmp_path / "b", stop_after=5)             # checkpoints at 3; steps 4, 5 logged; then "killed"
+    assert len(part.losses) == 5 and latest_checkpoint(tmp_path / "b").name == "step_0000003.pt"
+    rest, net_rest = _toy(tmp_path / "b")
+    assert rest.resumed_from == 3
+    assert rest.losses == full.losses[3:]                    # exactly, not approximately
+    for p, q in zip(net_full.parameters(), net_rest.parameters()): assert torch.equal(p, q)
+    rows = read_metrics(tmp_path / "b")
+    assert [r["step"] for r in rows] == list(range(1, 9)) and [r["loss"] for r in rows] == full.losses
+    assert all("lr" in r and "aux" in r for r in rows)
+
+
+def test_nonfinite_loss_stops_with_the_step(tmp_path):
+    net = nn.Linear(2, 1); opt = torch.optim.SGD(net.parameters(), 0.1)
+    def step_fn(step):
+        l = net(torch.ones(1, 2)).sum() * (float("nan") if step == 2 else 1.0)
+        return {"loss": l, "term": l.detach()}
+    with pytest.raises(FloatingPointError, match="step 3.*term"):
+        train(step_fn, net, opt, 5, tmp_path, progress=False)
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path):
+    net = nn.Linear(3, 2); opt = torch.optim.Adam(net.parameters())
+    net(torch.ones(1, 3)).sum().backward(); opt.step()
+    p = save_checkpoint(tmp_path / "c.pt", step=7, model=net, optimizer=opt, extra={"k": 1})
+    torch.manual_seed(123); expect = torch.rand(3)
+    net2 = nn.Linear(3, 2); opt2 = torch.optim.Adam(net2.parameters())
+    torch.manual_seed(5)
+    blob = load_checkpoint(p, net2, opt2)
+    assert blob["step"] == 7 and blob["extra"] == {"k": 1} and torch.equal(net.weight, net2.weight)
+    assert opt2.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(FileNotFoundError, match="no checkpoint"): load_checkpoint(tmp_path / "nope.pt")
+    assert latest_checkpoint(tmp_path) is None
+    d = new_run_dir("exp", tmp_path); assert d.parent.name == "exp" and d.is_dir()
+    m = MetricsLog(d / "metrics.jsonl", enabled=False); m.log(1, loss=1.0); assert not (d / "metrics.jsonl").exists()
+
+
+DDP_SCRIPT = textwrap.dedent('''
+    import sys, torch
+    from torch import nn
+    from headbook.train.loop import setup_distributed, wrap_model, train, global_batch_indices, shard, cleanup_distributed, unwrap
+    info = setup_distributed("cpu")
+    torch.manual_seed(0)
+    X = torch.randn(32, 5); y = torch.sin(X @ torch.randn(5, 2))
+    net = nn.Sequential(nn.Linear(5, 32), nn.Tanh(), nn.Linear(32, 2))
+    if info.rank == 1:                                   # different init on rank 1: DDP must broadcast rank 0's
+        with torch.no_grad():
+            for p in net.parameters(): p.add_(1.0)
+    model = wrap_model(net, info)
+    opt = torch.optim.Adam(model.parameters(), 5e-2)
+    def step_fn(step):
+        i = shard(global_batch_indices(step, 8, 32, seed=2), info)
+        return {"loss": ((model(X[i]) - y[i]) ** 2).mean()}
+    res = train(step_fn, model, opt, 3, sys.argv[1], info=info, ckpt_every=100, progress=False)
+    if info.is_main:
+        torch.save({"params": [p.detach().clone() for p in unwrap(model).parameters()], "losses": res.losses}, sys.argv[1] + "/final.pt")
+    cleanup_distributed()
+''')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    script = tmp_path / "ddp_toy.py"; script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"): env.pop(k, None)
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(script), str(one)], check=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                        f"--master_port={_free_port()}", str(script), str(two)], env=env, timeout=180,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")
+    for p, q in zip(a["params"], b["params"]): torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
+    assert abs(a["losses"][0] - b["losses"][0]) < 1e-5 and a["losses"][-1] < a["losses"][0]
+    assert [r["step"] for r in read_metrics(two)] == [1, 2, 3]          # one metrics file, written by rank 0 only
