@@ -9,8 +9,9 @@ EXE = Path(sys.executable).parent / "headbook"
 def test_every_subcommand_has_help():
     sub = build_parser()._subparsers._group_actions[0].choices
     assert {"demo", "assets", "run", "eval", "landmarks", "reconstruct"} <= set(sub)
-    r = subprocess.run([str(EXE), "eval", "now", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--dataset" in r.stdout
+    for nested in (["eval", "now"], ["eval", "now-baseline"], ["data", "now-synthetic"]):
+        r = subprocess.run([str(EXE), *nested, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: headbook" in r.stdout, nested
     for name in sub:
         r = subprocess.run([str(EXE), name, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: headbook" in r.stdout, name
@@ -85,3 +86,13 @@ def test_reconstruct_cli_one_good_one_bad(tmp_path, capsys):
     fj = json.loads((d / "fit.json").read_text())
     assert len(fj["landmarks_detected"]) == 68 and len(fj["landmarks_fitted"]) == 68
     assert 0 < fj["landmark_nme"] < 0.12          # smoke preset measured 0.07 on this photo
+
+
+def test_synthetic_now_and_baseline_cli(tmp_path, capsys):
+    root, pred = tmp_path / "NoW", tmp_path / "pred"
+    assert main(["data", "now-synthetic", str(root), "--subjects", "1", "--images", "1", "--size", "96"]) == 0
+    assert (root / "imagepathsvalidation.txt").exists() or (root / "imagepathstest.txt").exists()
+    split = "validation" if (root / "imagepathsvalidation.txt").read_text().strip() else "test"
+    assert main(["eval", "now-baseline", str(root), str(pred), "--kind", "oracle", "--split", split]) == 0
+    assert "oracle predictions" in capsys.readouterr().out
+    assert any(pred.rglob("*.obj"))
