@@ -38,14 +38,15 @@ clean-check:
 quarto-check:
 	@$(BIN)/python tools/check_quarto.py
 
+# two chapters at a time on two cores: one thread each (oversubscribed OpenMP threads spin and slow everything)
 nbtest:
-	$(BIN)/nbdev-test --n-workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev-test --n-workers 2 --timing
 
 pytest:
 	$(BIN)/python tools/run_pytest.py
 
 preview:
-	$(BIN)/python tools/preview.py --out _preview --workers 2
+	OMP_NUM_THREADS=1 $(BIN)/python tools/preview.py --out _preview --workers 2
 
 clean-nbs:
 	$(BIN)/nbdev-clean

@@ -1,4 +1,4 @@
-"""PyTorch3D rasterisation of a batch of head meshes with per-vertex albedo or a UV texture, SH light, and an OpenCV or weak-perspective camera per image.
+"""Rasterisation of a batch of head meshes (a plain-torch z-buffer on CPU, PyTorch3D as its twin and on CUDA) with per-vertex albedo or a UV texture, SH light, and an OpenCV or weak-perspective camera per image.
 
 Docs: https://headbook.github.io/headbook/render.mesh.html.md"""
 
