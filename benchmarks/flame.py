@@ -47,7 +47,10 @@ def timeit(fn, reps, warm=5):
 
 
 def main():
-    torch.set_num_threads(2)
+    import argparse
+    ap = argparse.ArgumentParser(); ap.add_argument("--threads", type=int, default=2); a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"threads: {a.threads} count")
     import smplx
     data = flame_sized()
     ours = FLAME(data)
