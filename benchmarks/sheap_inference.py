@@ -1,8 +1,8 @@
-"SHeaP inference throughput on CPU: images per second at batch 1 and 32 (224x224 inputs, parameters + vertices).
+"""SHeaP inference throughput on CPU: images per second at batch 1 and 32 (224x224 inputs, parameters + vertices).
 
 python benchmarks/sheap_inference.py            # small and paper-sized encoders
 python benchmarks/sheap_inference.py small      # one preset
-"
+"""
 import sys, time
 import torch
 from headbook.sheap.model import SHeaP

@@ -96,3 +96,19 @@ def test_synthetic_now_and_baseline_cli(tmp_path, capsys):
     assert main(["eval", "now-baseline", str(root), str(pred), "--kind", "oracle", "--split", split]) == 0
     assert "oracle predictions" in capsys.readouterr().out
     assert any(pred.rglob("*.obj"))
+
+
+@pytest.mark.parametrize("name,params", [("eval_now", {}), ("train_sheap", {"preset": "smoke"})])
+def test_headbook_run_executes_experiments_through_papermill(tmp_path, name, params):
+    "`headbook run NAME -p key=value` keeps the executed notebook in runs/NAME/<timestamp>/."
+    import json
+    args = ["run", name, "--runs-dir", str(tmp_path / "runs")]
+    for k, v in params.items(): args += ["-p", f"{k}={v}"]
+    assert main(args) == 0
+    (run_dir,) = list((tmp_path / "runs" / name).iterdir())
+    nb = json.loads((run_dir / f"{name}.ipynb").read_text())
+    assert any(c.get("metadata", {}).get("tags") == ["injected-parameters"] for c in nb["cells"])
+    if name == "train_sheap":
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert lines and {"step", "loss"} <= set(json.loads(lines[-1]))
+        assert any(run_dir.rglob("*.pt"))

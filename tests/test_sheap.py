@@ -160,3 +160,16 @@ def test_sheap_under_torchrun_two_gloo_processes_matches_one(videos, tmp_path):
     for k in a: torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0, msg=k)
     la, lb = [x["loss"] for x in read_metrics(tmp_path / "one")], [x["loss"] for x in read_metrics(tmp_path / "two")]
     np.testing.assert_allclose(la, lb, atol=1e-5)
+
+
+def test_landmark_only_stage_and_photo_pairs(videos):
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke")
+    step = SHeaPStep(SHeaP(cfg.model), cfg.loss, photo_pairs=1)
+    batch = VideoFrames(videos, image_size=32).pair_batch(torch.tensor([1, 6]), salt=0)
+    coarse = step(batch, photometric=False)
+    assert coarse.losses["photo"] == 0 and coarse.losses["lmk"] > 0
+    coarse.losses["loss"].backward()
+    assert all(p.grad is not None for p in step.parameters() if p.requires_grad)   # DDP needs every parameter in the graph
+    full = step(batch)
+    assert full.render.shape[0] == 1 and full.losses["photo"] > 0          # only photo_pairs pairs are splatted
