@@ -109,7 +109,7 @@ def test_bad_inputs(head, scene):
 
 
 def test_reconstruct_good_and_bad(tmp_path, head):
-    pytest.importorskip("mediapipe")
+    import mediapipe  # noqa: F401  (pinned: fail, do not skip, when missing)
     from matplotlib import cbook
     good = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     bad = tmp_path / "broken.png"; bad.write_bytes(b"\x89PNG not really")

