@@ -246,14 +246,17 @@ def _bench():
 
 
 def test_map_error_on_ict_render():
-    b = _bench()
-    if not b.ICT.exists():
-        pytest.skip(f"ICT-FaceKit not found at {b.ICT} (../shared/ict-facekit); set HEADBOOK_SHARED")
-    V0, D, F = b.load_ict()
+    from headbook.models.ict import find_ict
+    try: find_ict()
+    except FileNotFoundError as e:
+        looked = ", ".join(l.strip() for l in str(e).splitlines() if l.startswith("  "))
+        pytest.skip(f"ICT-FaceKit not found (looked in: {looked}); put it in ../shared/ict-facekit or set HEADBOOK_ICT")
+    b = _bench()                                                  # load_head_model("ict") drawn by render_mesh
     rng = np.random.default_rng(1)
     for yaw in (0, 15):
-        V = V0 + np.tensordot(rng.standard_normal(100), D, 1)
-        img, gt = b.render_ict(V, F, yaw)
-        e = np.linalg.norm(detect_landmarks68(img) - gt, axis=1) / iod(gt)
-        # benchmark (50 held-out renders): all 0.040, inner 51 0.035, contour 0.057 NME
-        assert e.mean() < 0.06 and e[17:].mean() < 0.05 and e[IBUG68_TO_NOW7].mean() < 0.035, (yaw, e.mean())
+        v = b.render_ict_view(rng.standard_normal(100), yaw)
+        assert v.image.shape == (512, 512, 3) and v.image.dtype == np.uint8 and v.gt68.shape == (68, 2)
+        e = np.linalg.norm(detect_landmarks68(v.image) - v.gt68, axis=1) / iod(v.gt68)
+        # benchmark (50 held-out renders): all 0.038, inner 51 0.033, contour 0.054, NoW 7 0.020 NME; the worst of the
+        # 50 images: all 0.049, inner 0.040, NoW 7 0.029. Here (yaw 0 / 15): 0.033 / 0.040, 0.030 / 0.035, 0.016 / 0.026.
+        assert e.mean() < 0.055 and e[17:].mean() < 0.045 and e[IBUG68_TO_NOW7].mean() < 0.035, (yaw, e.mean())
