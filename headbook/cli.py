@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("photos", nargs="+", help="image files (jpg, png, ...)")
     rc.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
     rc.add_argument("--out", default="out", help="output folder (default: out)")
-    rc.add_argument("--preset", default="default", help="fit preset: smoke, default or paper")
+    rc.add_argument("--preset", default="default", help="fit preset: smoke, default, paper or accurate")
+    rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
     rc.add_argument("--device", default="cpu")
     l = sub.add_parser("landmarks", help="offline 68-point landmarks of photos (MediaPipe)",
                        description="Detect the 478-point face mesh, the 68 iBUG and the 7 NoW landmarks on each photo.")
@@ -180,7 +181,8 @@ def main(argv=None) -> int:
             print(f"synthetic NoW written to {a.root}"); print(s)
         elif a.cmd == "reconstruct":
             from headbook.fit.reconstruct import reconstruct
-            res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device)
+            res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
+                              same_person=a.same_person)
             for r in res:
                 print(f"{r.photo}: " + (f"{r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)" if r.ok else f"error: {r.error}"))
             if not all(r.ok for r in res): return 1

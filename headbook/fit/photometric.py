@@ -50,13 +50,15 @@ class FitConfig:
     lr_final: float = 1.0           # full stage: cosine decay of every learning rate to this fraction of it (1: constant, as the seed)
     refine_iters: int = 0           # stage 3: Levenberg-Marquardt steps on the same energy (0: none, as the seed)
     refine_eps: float = 0.005       # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
+    shared_identity: bool = False   # the batch is one person: one β for all photos (its prior counted once)
 
 PRESETS = {
     "smoke": FitConfig(rigid_iters=30, full_iters=40, lr=0.01, lr_light=0.02, lr_camera=0.002),
-    "default": FitConfig(rigid_iters=100, full_iters=150, lr=0.02, lr_light=0.01, lr_camera=0.002),
+    "default": FitConfig(rigid_iters=100, full_iters=150, lr=0.02, lr_light=0.01, lr_camera=0.002, w_lmk=2.0),
     "paper": FitConfig(),
     "accurate": FitConfig(rigid_iters=100, full_iters=400, lr=0.02, lr_light=0.01, lr_camera=0.002, lr_shape=0.05,
-                          lr_final=0.05, refine_iters=6),
+                          lr_final=0.05, refine_iters=6, w_shape_reg=1e-6, w_expr_reg=1e-6, w_tex_reg=1e-6,
+                          w_albedo_smooth=1e4),
 }
 
 # %% ../../nbs/30_fit.photometric.ipynb #906b9fb1
@@ -171,6 +173,7 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
                     yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg
                     image_size: int = 224,
                     shape_std: float = 1.0, expr_std: float = 0.5, tex_std: float = 0.5,
+                    same_identity: bool = False,  # every photo shows the first photo's identity (and albedo)
                    ) -> SyntheticScene:
     "Render `model` with random identity, expression, yaw, albedo and a random directional SH light."
     from headbook.render.lighting import directional_sh
@@ -178,6 +181,7 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
     g = torch.Generator().manual_seed(seed)
     B, S = batch, image_size
     shape = torch.randn(B, model.n_shape, generator=g) * shape_std
+    if same_identity: shape = shape[:1].expand(B, -1).clone()
     expr = torch.randn(B, model.n_expr, generator=g) * expr_std
     yaw = (torch.rand(B, generator=g) * 2 - 1) * math.radians(yaw_deg)
     gp = torch.stack([torch.zeros(B), yaw, torch.zeros(B)], -1)
@@ -188,8 +192,17 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
         out = model(shape=shape, expression=expr, global_pose=gp)
         if model.albedo_basis is not None:
             tex = torch.randn(B, model.albedo_basis.shape[-1], generator=g) * tex_std
+            if same_identity: tex = tex[:1].expand(B, -1).clone()
             alb = (model.albedo_mean + torch.einsum("vca,ba->bvc", model.albedo_basis, tex)).clamp(0, 1)
-        else: tex, alb = None, torch.full((B, model.n_verts, 3), 0.6)
+        else:   # no albedo space (ICT): a random smooth skin albedo, a base colour plus four low-frequency waves
+            tex, X = None, model.v_template                                        # [V, 3] metres
+            base = torch.tensor([0.62, 0.46, 0.38]) * (0.8 + 0.4 * torch.rand(B, 1, 1, generator=g))
+            freq = torch.randn(B, 4, 3, generator=g) * (2 * math.pi / 0.2)         # wavelengths of about 20 cm
+            phase = torch.rand(B, 4, 1, generator=g) * 2 * math.pi
+            amp = torch.randn(B, 4, 3, generator=g) * 0.05 * tex_std / 0.5          # [B, 4 waves, 3 channels]
+            waves = torch.cos(torch.einsum("vc,bkc->bkv", X, freq) + phase)          # [B, 4, V]
+            alb = (base + torch.einsum("bkv,bkc->bvc", waves, amp)).clamp(0, 1)
+            if same_identity: alb = alb[:1].expand(B, -1, -1).clone()
         r = render_mesh_weak_perspective(out.vertices, model.faces, cam, (S, S), albedo=alb, sh=sh)
         lm = ndc_to_pixels(weak_perspective_project(out.landmarks, cam), (S, S))
         skin = torch.stack([torch.from_numpy(skin_mask(lm[b], (S, S))) for b in range(B)])[:, None].float()
@@ -199,20 +212,29 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
 
 def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
                          shape_gt: Tensor,          # [B, S''] true identity
-                         region: Tensor | None = None,  # [V] bool: vertices to align and measure (None: the whole head)
+                         region: Tensor | str | None = None,  # [V] bool mask, "now" (NoW's face crop of each true head) or None (whole head)
                         ) -> Tensor:  # [B] median vertex distance in mm after a similarity alignment
     "Compare neutral (zero expression and pose) heads after the best similarity transform (NoW's `procrustes`)."
-    from headbook.eval.now import procrustes
+    from headbook.eval.now import procrustes, crop_face
+    from headbook.landmarks import IBUG68_TO_NOW7
     with torch.no_grad():
-        a, b = model(shape=shape_fit).vertices.double().cpu().numpy(), model(shape=shape_gt).vertices.double().cpu().numpy()
-    if region is not None:
-        region = torch.as_tensor(region, dtype=torch.bool).cpu().numpy()
-        if region.shape != (a.shape[1],): raise ValueError(f"region must be a bool mask [{a.shape[1]}], got {list(region.shape)}")
-        a, b = a[:, region], b[:, region]
+        a = model(shape=shape_fit).vertices.double().cpu().numpy()
+        gt = model(shape=shape_gt)
+        b, lm = gt.vertices.double().cpu().numpy(), gt.landmarks.double().cpu().numpy()
+    V = a.shape[1]
+    if region is None: masks = [np.ones(V, bool)] * len(a)
+    elif isinstance(region, str):
+        if region != "now": raise ValueError(f"region must be a [V] bool mask, 'now' or None, got {region!r}")
+        # NoW's crop (eval.now.crop_face: a ball around the face from the 7 landmarks) of each true neutral head
+        masks = [np.isin(np.arange(V), crop_face(y * 1000, l[IBUG68_TO_NOW7] * 1000).vertex_ids) for y, l in zip(b, lm)]
+    else:
+        r = torch.as_tensor(region, dtype=torch.bool).cpu().numpy()
+        if r.shape != (V,): raise ValueError(f"region must be a bool mask [{V}], got {list(r.shape)}")
+        masks = [r] * len(a)
     out = []
-    for x, y in zip(a, b):
-        T = procrustes(x, y, reflection=False)
-        out.append(float(np.median(np.linalg.norm(T(x) - y, axis=-1)) * 1000))
+    for x, y, m in zip(a, b, masks):
+        T = procrustes(x[m], y[m], reflection=False)
+        out.append(float(np.median(np.linalg.norm(T(x[m]) - y[m], axis=-1)) * 1000))
     return torch.tensor(out)
 
 # %% ../../nbs/30_fit.photometric.ipynb #59ab66c9
@@ -230,6 +252,11 @@ def _check_finite(losses: dict, stage: str, step: int):
             raise FloatingPointError(f"fit_photometric: the loss term '{k}' became {float(v.detach())} at {stage} stage step {step}; "
                                      "lower the learning rate or check the inputs (landmarks, masks)")
 
+def _residual(pred: Tensor, target: Tensor) -> Tensor:
+    "Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond it."
+    r = pred - target
+    return torch.where(target >= 0.999, r.clamp(max=0), torch.where(target <= 0.001, r.clamp(min=0), r))
+
 def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:
     "Per-image mean landmark distance in normalised image units (the image spans 2), summed over the batch."
     return ((pred - gt).norm(dim=-1).mean(1) * (2.0 / W)).sum()
@@ -238,6 +265,7 @@ def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:
 def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, masks, cfg, raster, albedo_of) -> list:
     "Levenberg-Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates P, cam.param, sh in place."
     B, _, H, W = images.shape
+    shared = cfg.shared_identity and B > 1                                     # one β for the batch: one joint system
     faces = model.faces
     names = [k for k in P if k != "albedo"]                                    # the free albedo stays as it is
     sizes = [P[k].shape[1] for k in names] + [3, 27]
@@ -271,7 +299,7 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
         out = model(**{k: Q[k] for k in names if k != "tex"})
         col = albedo_of(Q) * sh_shading(vertex_normals(out.vertices, faces), Q["sh"])
         pred = _shade_at(p2f, bij, cam.pixels(out.vertices, Q["cam"]), col, faces)
-        return cam.pixels(out.landmarks, Q["cam"]) - landmarks68, pred - images[bij[0], :, bij[1], bij[2]]
+        return cam.pixels(out.landmarks, Q["cam"]) - landmarks68, _residual(pred, images[bij[0], :, bij[1], bij[2]])
 
     def energy(th, vis):  # [B] the full-stage energy of each photo
         d, r = residuals(th, vis)
@@ -280,7 +308,28 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
         return e.index_add(0, b, c_p * (r.abs() * masks[b, 0, i, j, None]).sum(1))
 
     with torch.no_grad():
-        theta = torch.cat([P[k].detach() for k in names] + [cam.param.detach(), sh.detach().reshape(B, 27)], 1)
+        theta = torch.cat([P[k].detach().expand(B, -1) for k in names] + [cam.param.detach(), sh.detach().reshape(B, 27)], 1)
+    s0 = sum(sizes[:names.index("shape")]); S = sizes[names.index("shape")]
+    sidx = torch.arange(s0, s0 + S, device=images.device)                      # identity coordinates
+    oidx = torch.cat([torch.arange(0, s0), torch.arange(s0 + S, n)]).to(images.device)
+    no = n - S
+
+    def joint_step(A, g, lam):  # shared β: solve for [β, θ_1 \ β, ..., θ_B \ β]; the β prior is counted once
+        D = A.diagonal(dim1=1, dim2=2)
+        Ad = A + lam[:, None, None] * torch.diag_embed(D.clamp_min(1e-9 * D.mean(1, keepdim=True)))
+        J = torch.zeros(S + B * no, S + B * no, dtype=dt, device=images.device)
+        r = torch.zeros(S + B * no, dtype=dt, device=images.device)
+        J[:S, :S] = Ad[:, sidx][:, :, sidx].sum(0) - (B - 1) * torch.diag(reg[sidx])
+        r[:S] = g[:, sidx].sum(0) - (B - 1) * reg[sidx] * theta[0, sidx]
+        for k in range(B):
+            o = slice(S + k * no, S + (k + 1) * no)
+            J[:S, o] = Ad[k][sidx][:, oidx]; J[o, :S] = Ad[k][oidx][:, sidx]; J[o, o] = Ad[k][oidx][:, oidx]
+            r[o] = g[k, oidx]
+        x = -torch.linalg.solve(J, r)
+        delta = torch.zeros(B, n, dtype=dt, device=images.device)
+        delta[:, sidx] = x[:S]
+        delta[:, oidx] = x[S:].reshape(B, no)
+        return delta
     lam = torch.full((B,), 1e-3, dtype=dt, device=images.device)
     tangents = torch.eye(n, dtype=dt, device=images.device)[:, None].expand(n, B, n).contiguous()
     hist = []
@@ -301,16 +350,24 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
             g[k] += Jk @ (wk * r0[rows].reshape(-1))
         with torch.no_grad():
             for _ in range(4):                                                  # raise λ where the step did not help
-                delta = -torch.linalg.solve(A + lam[:, None, None] * torch.diag_embed(A.diagonal(dim1=1, dim2=2)), g)
+                if shared: delta = joint_step(A, g, lam)
+                else:
+                    D = A.diagonal(dim1=1, dim2=2)                              # Marquardt's scaling; unseen coordinates
+                    D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))             # (diagonal 0) get a floor, not a singular A
+                    delta = -torch.linalg.solve(A + lam[:, None, None] * torch.diag_embed(D), g)
                 e1 = energy(theta + delta, visibility(theta + delta))
                 ok = torch.isfinite(e1) & (e1 < e0)
+                if shared:                                                      # all or none, on the joint energy
+                    prior_twice = lambda th: (B - 1) * 0.5 * (reg[sidx] * th[0, sidx].pow(2)).sum()
+                    better = e1.sum() - prior_twice(theta + delta) < e0.sum() - prior_twice(theta)
+                    ok = ok.new_full((B,), bool(torch.isfinite(e1).all() and better))
                 theta = torch.where(ok[:, None], theta + delta, theta)
                 e0, lam = torch.where(ok, e1, e0), torch.where(ok, lam * 0.3, lam * 10).clamp(1e-6, 1e6)
                 if ok.all(): break
         hist.append({"energy": float(e0.sum()), "lambda": float(lam.mean())})
     with torch.no_grad():
         Q = unpack(theta)
-        for k in names: P[k].copy_(Q[k])
+        for k in names: P[k].copy_(Q[k][:P[k].shape[0]])
         cam.param.copy_(Q["cam"]); sh.copy_(Q["sh"])
     return hist
 
@@ -336,6 +393,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     z = lambda n: torch.zeros(B, n, dtype=dt, device=dev, requires_grad=True)
     P = dict(shape=z(model.n_shape), expression=z(model.n_expr), global_pose=z(3), jaw_pose=z(3),
              left_eye_pose=z(3), right_eye_pose=z(3))
+    if cfg.shared_identity: P["shape"] = torch.zeros(1, model.n_shape, dtype=dt, device=dev, requires_grad=True)
     if model.n_eyelids: P["eyelids"] = z(2)
     has_basis = getattr(model, "albedo_basis", None) is not None
     if has_basis: P["tex"] = z(model.albedo_basis.shape[-1])
@@ -346,7 +404,8 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     with torch.no_grad():
         cam.init_from_landmarks(model().landmarks[:, 17:].expand(B, -1, -1), landmarks68[:, 17:])
         for k, v in (init or {}).items():
-            if k in P and k != "albedo": P[k][:, :v.shape[1]] = v[:, :P[k].shape[1]].to(P[k])   # truncated to the fitted modes
+            if k in P and k != "albedo":                                           # truncated to the fitted modes
+                P[k][:, :v.shape[1]] = v[:P[k].shape[0], :P[k].shape[1]].to(P[k])    # (shared identity: the first photo's)
             elif k in ("cam", "translation"): cam.param.copy_(v)
             elif k not in ("sh", "albedo"): raise ValueError(f"init: unknown parameter {k!r}")
 
@@ -357,7 +416,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
         return P["albedo"]
 
     def forward(P):
-        return model(**{k: v for k, v in P.items() if k not in ("tex", "albedo")})
+        return model(**{k: (v.expand(B, -1) if k == "shape" else v) for k, v in P.items() if k not in ("tex", "albedo")})
 
     history = {"rigid": [], "full": []}; timings = {}
     # ---- stage 1: rigid (global pose + camera) on the 51 static landmarks
@@ -405,7 +464,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
         pred, (b, i, j) = shade_pixels(p2f, sel, cam.pixels(verts), col, faces)
         target = images[b, :, i, j]                                                # [N, 3]
         covered_target = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (target * masks[b, 0, i, j, None]).abs().sum(1))
-        l1 = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, ((pred - target).abs() * masks[b, 0, i, j, None]).sum(1))
+        l1 = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (_residual(pred, target).abs() * masks[b, 0, i, j, None]).sum(1))
         losses["photometric"] = cfg.w_pho * ((l1 + outside - covered_target) / (3 * H * W)).sum()
         losses["shape_reg"] = cfg.w_shape_reg * P["shape"].pow(2).sum() / 2
         losses["expression_reg"] = cfg.w_expr_reg * P["expression"].pow(2).sum() / 2
@@ -437,7 +496,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
         out = forward(P)
         alb = albedo_of(P)
         r = cam.render(out.vertices, faces, alb, sh.detach())
-        params = {k: v.detach() for k, v in P.items() if k != "albedo"}
+        params = {k: v.detach().expand(B, -1) if k == "shape" else v.detach() for k, v in P.items() if k != "albedo"}
         params.update({("cam" if cam.kind == "weak" else "translation"): cam.param.detach()})
         return FitResult(parameters=params, vertices=out.vertices, landmarks2d=cam.pixels(out.landmarks),
                          albedo=alb.detach(), sh=sh.detach(), camera=cam.as_dict(), render=r.image, render_mask=r.mask,

@@ -125,6 +125,7 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
                 preset: str | FitConfig = "default",  # a name in `PRESETS` or a `FitConfig`
                 device: str = "cpu",
                 progress: bool = True,
+                same_person: bool = False,    # all photos show one person: fit one shared identity β
                ) -> list[PhotoResult]:
     "Photo(s) → landmarks → crop → skin mask → one batched photometric fit → mesh, params, overlay, viewer, fit.json."
     from headbook.landmarks import read_image, detect_face_mesh, ImageError, NoFaceError, skin_mask
@@ -135,7 +136,7 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
         cfg, preset_name = PRESETS[preset], preset
     elif isinstance(preset, FitConfig): cfg, preset_name = preset, "custom"
     else: raise TypeError(f"preset must be a name in {sorted(PRESETS)} or a FitConfig, got {type(preset).__name__}")
-    cfg = replace(cfg, progress=progress and cfg.progress)
+    cfg = replace(cfg, progress=progress and cfg.progress, shared_identity=same_person or cfg.shared_identity)
     head = load_head_model(model) if isinstance(model, (str, Path)) else model
     out_dir = Path(out_dir)
     results, good = [], []
