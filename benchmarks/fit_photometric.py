@@ -2,6 +2,7 @@
 
 Run: python benchmarks/fit_photometric.py [--quick]      speed
      python benchmarks/fit_photometric.py --accuracy [PRESET ...] [--seed N]   accuracy on a fixed synthetic set (seed 1)
+     python benchmarks/fit_photometric.py --oracle    the whole-head error if the face crop were known (no fitting)
 Prints one `name: value unit` line per figure. Threads: torch's default (set OMP_NUM_THREADS to pin).
 
 The accuracy set: `synthetic_scene(model, batch=8, seed=1)` for synthhead (albedo basis) and
@@ -72,7 +73,38 @@ def accuracy(presets, seed=1):
             print(f"{name}_{tag}_seconds_per_photo: {s / batch:.1f} s", flush=True)
 
 
+def oracle(seed=1):
+    "How well does the face crop determine the whole head? Posterior-mean identity from the exact, noisy face crop."
+    import numpy as np
+    from headbook.eval.now import crop_face
+    from headbook.landmarks import IBUG68_TO_NOW7
+    for name, batch in (("synthhead", 8), ("ict", 4)):
+        head = load_head_model(name)
+        gt = synthetic_scene(head, batch=batch, seed=seed).params["shape"]
+        n = head.n_shape
+        with torch.no_grad():
+            o = head()
+            T, L = o.vertices[0].double().numpy(), o.landmarks[0].double().numpy()
+            basis = np.stack([(head(shape=torch.eye(n)[i:i + 1]).vertices[0].double().numpy() - T) for i in range(n)], -1)
+            V = np.stack([head(shape=gt[b:b + 1]).vertices[0].double().numpy() for b in range(batch)])
+        m = np.isin(np.arange(len(T)), crop_face(T * 1000, L[IBUG68_TO_NOW7] * 1000).vertex_ids)
+        Bf, Bh = basis[m].reshape(-1, n), basis.reshape(-1, n)
+        _, _, Vt = np.linalg.svd(Bf, full_matrices=False)
+        w = Vt[-1]                                                    # the identity direction the face sees least
+        print(f"{name}_weakest_direction_face_rms: {np.linalg.norm(Bf @ w) / np.sqrt(m.sum()) * 1000:.3f} mm per unit coefficient")
+        print(f"{name}_weakest_direction_head_rms: {np.linalg.norm(Bh @ w) / np.sqrt(len(T)) * 1000:.3f} mm per unit coefficient")
+        rng = np.random.default_rng(0)
+        for sigma in (0.1, 0.5):                                      # mm of independent noise per face vertex
+            est = [np.linalg.solve(Bf.T @ Bf + (sigma / 1000) ** 2 * np.eye(n),
+                                   Bf.T @ ((V[b] - T)[m].ravel() + rng.normal(0, sigma / 1000, m.sum() * 3))) for b in range(batch)]
+            est = torch.tensor(np.stack(est), dtype=torch.float32)
+            print(f"{name}_oracle_face_sigma{sigma}_neutral: {neutral_vertex_error(head, est, gt).mean():.2f} mm")
+
+
 if __name__ == "__main__":
+    if "--oracle" in sys.argv:
+        oracle(int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1)
+        sys.exit(0)
     if "--accuracy" in sys.argv:
         seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 1
         args = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and sys.argv[i - 1] != "--seed"]
