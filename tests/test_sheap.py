@@ -173,3 +173,43 @@ def test_landmark_only_stage_and_photo_pairs(videos):
     assert all(p.grad is not None for p in step.parameters() if p.requires_grad)   # DDP needs every parameter in the graph
     full = step(batch)
     assert full.render.shape[0] == 1 and full.losses["photo"] > 0          # only photo_pairs pairs are splatted
+
+
+def test_shared_identity_ties_the_pair_and_consistency_loss(videos):
+    "share_identity: both frames of a pair are posed with the mean of their two identities; the consistency term sees the frames' own."
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke")
+    m = SHeaP(cfg.model)
+    with torch.no_grad(): m.to_shape.bias.normal_()                 # frames must disagree for the test to mean anything
+    batch = VideoFrames(videos, image_size=32).pair_batch(torch.tensor([1, 6]), salt=0)
+    own = SHeaPStep(m, cfg.loss)(batch, photometric=False)
+    tied = SHeaPStep(m, cfg.loss, share_identity=True)(batch, photometric=False)
+    with torch.no_grad():
+        beta = m.encode(torch.cat([batch["src_image"], batch["tgt_image"]]))["shape"]
+    torch.testing.assert_close(tied.src_params["shape"], tied.tgt_params["shape"])
+    torch.testing.assert_close(tied.src_params["shape"], 0.5 * (beta[:2] + beta[2:]))
+    torch.testing.assert_close(own.src_params["shape"], beta[:2])
+    expected = (beta[:2] - beta[2:]).pow(2).mean()
+    assert expected > 0
+    torch.testing.assert_close(tied.losses["shape_consistency"], expected)
+    torch.testing.assert_close(tied.losses["reg_shape"], own.losses["reg_shape"])   # the prior acts on each frame's own identity
+    assert PRESETS["small"].share_identity and not PRESETS["smoke"].share_identity
+
+
+def test_occluders_reach_only_the_encoder_input(videos):
+    from headbook.sheap.train import occlude
+    batch = VideoFrames(videos, image_size=32).pair_batch(torch.tensor([1, 6]), salt=0)
+    img, lmk = batch["src_image"], batch["src_landmarks"]
+    a = occlude(img, lmk, 1.0, torch.Generator().manual_seed(3))
+    b = occlude(img, lmk, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and ((a - img).abs().sum((1, 2, 3)) > 0).all()         # seeded, and every image is hit
+    assert torch.equal(occlude(img, lmk, 0.0, torch.Generator().manual_seed(3)), img)
+    with pytest.raises(ValueError, match="landmarks"):
+        occlude(img, lmk[:, :10], 0.5, torch.Generator())
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke")
+    step = SHeaPStep(SHeaP(cfg.model), cfg.loss)
+    clean = step(batch, photometric=False)
+    occl = step({**batch, "src_input": a, "tgt_input": batch["tgt_image"]}, photometric=False)
+    assert not torch.allclose(occl.src_params["shape"], clean.src_params["shape"])   # the encoder saw the occluder
+    torch.testing.assert_close(occl.tgt_params["shape"], clean.tgt_params["shape"])
