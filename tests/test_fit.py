@@ -176,3 +176,18 @@ def test_shared_identity(head):
     once = FAST.w_shape_reg * adam.parameters["shape"][0].pow(2).sum().item() / 2
     assert 0.8 < adam.history["full"][-1]["shape_reg"] / once < 1.25
     assert res.vertices.shape == (2, head.n_verts, 3) and res.landmarks2d.shape == (2, 68, 2)
+
+
+def test_reconstruct_same_person(tmp_path, head):
+    import shutil
+    from matplotlib import cbook
+    src = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copy(src, a)
+    from PIL import Image
+    Image.open(src).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(b)          # the same person, mirrored
+    res = reconstruct([a, b], head, tmp_path / "out", preset=replace(FAST, full_iters=6), progress=False, same_person=True)
+    assert [r.ok for r in res] == [True, True]
+    pa, pb = np.load(tmp_path / "out" / "a" / "params.npz"), np.load(tmp_path / "out" / "b" / "params.npz")
+    assert np.array_equal(pa["shape"], pb["shape"]) and np.abs(pa["shape"]).max() > 0       # one fitted identity
+    assert not np.array_equal(pa["global_pose"], pb["global_pose"])                       # each photo its own pose
