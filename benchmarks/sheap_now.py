@@ -52,11 +52,10 @@ def heldout_identity_error(model, n_videos: int = 48, seed: int = 999) -> tuple[
     fr = VideoFrames(root, image_size=S); head = model.head
     o0 = head(shape=torch.zeros(1, head.n_shape)); v0 = o0.vertices[0]
     face = (v0 - o0.landmarks[0, 30]).norm(dim=-1) < 0.09
-    def err(a, b):
-        a, b = a[face].double(), b[face].double(); A, B = a - a.mean(0), b - b.mean(0)
-        U, s, Vt = torch.linalg.svd(A.T @ B); D = torch.ones(3, dtype=torch.float64); D[2] = torch.sign(torch.det(U @ Vt))
-        R = U @ torch.diag(D) @ Vt; sc = (s * D).sum() / (A ** 2).sum()
-        return float(((sc * A @ R) - B).norm(dim=-1).mean() * 1000)
+    from headbook.eval.now import procrustes
+    def err(a, b):  # mean vertex distance (mm) over the face after the best similarity (no reflection)
+        a, b = a[face].double().numpy(), b[face].double().numpy()
+        return float(np.linalg.norm(procrustes(a, b, reflection=False)(a) - b, axis=-1).mean() * 1000)
     imgs = torch.stack([fr.frame(i)["image"] for i in range(len(fr))]); lmk = torch.stack([fr.frame(i)["landmarks"] for i in range(len(fr))])
     p = model(imgs)
     lpx = float((model.project(p["landmarks"], S) - lmk).norm(dim=-1).mean())
