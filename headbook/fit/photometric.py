@@ -314,9 +314,7 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
     oidx = torch.cat([torch.arange(0, s0), torch.arange(s0 + S, n)]).to(images.device)
     no = n - S
 
-    def joint_step(A, g, lam):  # shared β: solve for [β, θ_1 \ β, ..., θ_B \ β]; the β prior is counted once
-        D = A.diagonal(dim1=1, dim2=2)
-        Ad = A + lam[:, None, None] * torch.diag_embed(D.clamp_min(1e-9 * D.mean(1, keepdim=True)))
+    def joint_step(Ad, g):  # shared β: solve for [β, θ_1 \ β, ..., θ_B \ β]; the β prior is counted once
         J = torch.zeros(S + B * no, S + B * no, dtype=dt, device=images.device)
         r = torch.zeros(S + B * no, dtype=dt, device=images.device)
         J[:S, :S] = Ad[:, sidx][:, :, sidx].sum(0) - (B - 1) * torch.diag(reg[sidx])
@@ -350,11 +348,10 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
             g[k] += Jk @ (wk * r0[rows].reshape(-1))
         with torch.no_grad():
             for _ in range(4):                                                  # raise λ where the step did not help
-                if shared: delta = joint_step(A, g, lam)
-                else:
-                    D = A.diagonal(dim1=1, dim2=2)                              # Marquardt's scaling; unseen coordinates
-                    D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))             # (diagonal 0) get a floor, not a singular A
-                    delta = -torch.linalg.solve(A + lam[:, None, None] * torch.diag_embed(D), g)
+                D = A.diagonal(dim1=1, dim2=2)                                  # Marquardt's scaling; unseen coordinates
+                D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))                 # (diagonal 0) get a floor, not a singular A
+                Ad = A + lam[:, None, None] * torch.diag_embed(D)
+                delta = joint_step(Ad, g) if shared else -torch.linalg.solve(Ad, g)
                 e1 = energy(theta + delta, visibility(theta + delta))
                 ok = torch.isfinite(e1) & (e1 < e0)
                 if shared:                                                      # all or none, on the joint energy
