@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("photos", nargs="+", help="image files (jpg, png, ...)")
     rc.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
     rc.add_argument("--out", default="out", help="output folder (default: out)")
-    rc.add_argument("--preset", default="default", help="fit preset: smoke, default, paper or accurate")
+    rc.add_argument("--preset", default="default", help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
     rc.add_argument("--device", default="cpu")
     l = sub.add_parser("landmarks", help="offline 68-point landmarks of photos (MediaPipe)",

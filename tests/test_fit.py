@@ -158,6 +158,71 @@ def test_reconstruct_good_and_bad(tmp_path, head):
 def test_reconstruct_bad_preset(tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         reconstruct([], "synthhead", tmp_path, preset="fast")
+    with pytest.raises(ValueError, match="needs a head mask"):                  # reconstruct has no head masks
+        reconstruct([], "synthhead", tmp_path, preset="outline")
+
+
+def test_outline_term(head, scene):
+    from headbook.fit.photometric import _outline_distance, _edge_faces, _outer_silhouette, _outline_at
+    from headbook.geometry.cameras import weak_perspective_project, ndc_to_pixels
+    from headbook.render.mesh import render_mesh_weak_perspective
+    p = scene.params
+    out = head(shape=p["shape"], expression=p["expression"], global_pose=p["global_pose"])
+    p2f = render_mesh_weak_perspective(out.vertices, head.faces, p["cam"], (224, 224)).fragments.pix_to_face[..., 0]
+    dist = _outline_distance(scene.head_masks)
+    edges, efaces = _edge_faces(head.faces)
+    uv = ndc_to_pixels(weak_perspective_project(out.vertices, p["cam"]), (224, 224))
+    on = _outer_silhouette(uv, head.faces, edges, efaces, p2f)
+    mean_d = lambda c: (_outline_at(dist, ndc_to_pixels(weak_perspective_project(out.vertices, c), (224, 224))) * on).sum() / on.sum()
+    # at the truth the outer silhouette lies on the photo's outline (measured 0.85 px: pixel quantisation),
+    # and moves off it when the head is drawn 5 % smaller or larger
+    small, big = p["cam"].clone(), p["cam"].clone(); small[:, 0] *= 0.95; big[:, 0] *= 1.05
+    assert on.sum() > 100 and mean_d(p["cam"]) < 1.0
+    assert mean_d(small) > 2 * mean_d(p["cam"]) and mean_d(big) > 2 * mean_d(p["cam"])
+    # the interior contours (nose, eyes) are not in the set: every kept vertex is within 3 px of the outline
+    assert _outline_at(dist, uv)[on].max() < 3.0
+    # forward- and reverse-mode derivatives of the lookup agree (the LM stage uses forward mode)
+    x = (uv[0, on[0]][:20] + 0.3).double()
+    f = lambda y: _outline_at(dist.double()[:1], y[None])[0]
+    v = torch.randn_like(x)
+    jv = torch.func.jvp(f, (x,), (v,))[1]
+    J = torch.autograd.functional.jacobian(f, x)                              # [20, 20, 2]
+    assert torch.allclose(jv, torch.einsum("nmk,mk->n", J, v), atol=1e-9)
+    assert J.abs().sum() > 0
+
+
+def test_outline_fit_and_bad_inputs(head, scene):
+    cfg = replace(FAST, w_silhouette=1.0, refine_iters=1)
+    res = fit_photometric(scene.images, scene.landmarks68, scene.head_masks, head, cfg, head_masks=scene.head_masks)
+    f = res.history["full"]
+    assert f[-1]["silhouette"] < f[0]["silhouette"] and len(res.history["refine"]) == 1
+    with pytest.raises(ValueError, match="w_silhouette > 0 needs head_masks"):
+        fit_photometric(scene.images, scene.landmarks68, scene.masks, head, cfg)
+    with pytest.raises(ValueError, match=r"head_masks must have shape \[1, 1, 224, 224\]"):
+        fit_photometric(scene.images, scene.landmarks68, scene.masks, head, cfg, head_masks=scene.head_masks[:, :, :100])
+
+
+def test_multi_start_keeps_the_lowest_energy(head):
+    sc = synthetic_scene(head, batch=2, seed=1)
+    cfg = replace(FAST, scale_starts=(0.85, 1.0, 1.17), screen_iters=6)
+    res = fit_photometric(sc.images, sc.landmarks68, sc.masks, head, cfg)
+    E = torch.tensor([h["energy"] for h in res.history["screen"]])            # [3 starts, 2 photos]
+    assert E.shape == (3, 2) and res.history["screen_choice"] == E.argmin(0).tolist()
+    assert len(res.history["rigid"]) == FAST.rigid_iters and len(res.history["full"]) == FAST.full_iters
+    assert res.energy.shape == (2,) and torch.isfinite(res.energy).all()
+    # one identity for the batch: one start for all photos, the one with the lowest total
+    shared = fit_photometric(sc.images, sc.landmarks68, sc.masks, head, replace(cfg, shared_identity=True))
+    Es = torch.tensor([h["energy"] for h in shared.history["screen"]]).sum(1)
+    assert shared.history["screen_choice"] == [int(Es.argmin())] * 2
+    with pytest.raises(ValueError, match="scale_starts must be positive"):
+        fit_photometric(sc.images, sc.landmarks68, sc.masks, head, replace(cfg, scale_starts=(1.0, -1.0)))
+
+
+def test_energy_is_the_full_stage_energy(head, scene):
+    # FitResult.energy is the sum of the full-stage terms at the returned parameters: a step of size ~0 shows it
+    still = replace(FAST, rigid_iters=0, full_iters=1, lr=1e-12, lr_light=1e-12, lr_camera=1e-12)
+    res = fit_photometric(scene.images, scene.landmarks68, scene.masks, head, still, init=scene.params)
+    assert res.energy.item() == pytest.approx(sum(res.history["full"][0].values()), rel=1e-4)
 
 
 def test_shared_identity(head):

@@ -51,15 +51,19 @@ class FitConfig:
     refine_iters: int = 0           # stage 3: Levenberg-Marquardt steps on the same energy (0: none, as the seed)
     refine_eps: float = 0.005       # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
     shared_identity: bool = False   # the batch is one person: one β for all photos (its prior counted once)
+    scale_starts: tuple = (1.0,)    # multi-start: the full stage starts from the rigid camera scale × each factor; the lowest energy after
+    screen_iters: int = 50          #   `screen_iters` steps goes on (per photo; one for all with a shared identity)
+    w_silhouette: float = 0.0       # head outline: mean distance of the mesh's outer silhouette vertices to the outline of `head_masks`
 
 PRESETS = {
     "smoke": FitConfig(rigid_iters=30, full_iters=40, lr=0.01, lr_light=0.02, lr_camera=0.002),
     "default": FitConfig(rigid_iters=100, full_iters=150, lr=0.02, lr_light=0.01, lr_camera=0.002, w_lmk=2.0),
     "paper": FitConfig(),
-    "accurate": FitConfig(rigid_iters=100, full_iters=400, lr=0.02, lr_light=0.01, lr_camera=0.002, lr_shape=0.05,
+    "accurate": FitConfig(rigid_iters=100, full_iters=1000, lr=0.02, lr_light=0.01, lr_camera=0.002, lr_shape=0.05,
                           lr_final=0.05, refine_iters=6, w_shape_reg=1e-6, w_expr_reg=1e-6, w_tex_reg=1e-6,
-                          w_albedo_smooth=1e4),
+                          w_albedo_smooth=1e4, scale_starts=(0.85, 0.93, 1.0, 1.08, 1.17)),
 }
+PRESETS["outline"] = replace(PRESETS["accurate"], w_silhouette=1.0)   # needs head masks: the photometric support and the outline
 
 # %% ../../nbs/30_fit.photometric.ipynb #906b9fb1
 @dataclass
@@ -75,6 +79,7 @@ class FitResult:
     render_mask: Tensor     # [B, 1, H, W] coverage of the final render
     history: dict           # stage ("rigid", "full", "refine") -> list of {term: value} per step
     timings: dict           # seconds: "rigid", "full", "refine", "total"; "rigid_per_iter", "full_per_iter"
+    energy: Tensor | None = None  # [B] the full-stage energy of each photo at the result (a shared β's prior split evenly)
 
 # %% ../../nbs/30_fit.photometric.ipynb #32db88a4
 def _check_tensor(x, name, shape, lo=None, hi=None):
@@ -168,6 +173,7 @@ class SyntheticScene:
     landmarks68: Tensor  # [B, 68, 2] exact projected landmarks, pixels
     masks: Tensor        # [B, 1, S, S] skin mask (landmark skin region ∩ rendered head)
     params: dict         # shape, expression, global_pose, tex, sh [B, 9, 3], cam [B, 3]
+    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation of the photo would give)
 
 def synthetic_scene(model, batch: int = 1, seed: int = 0,
                     yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg
@@ -208,7 +214,7 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
         skin = torch.stack([torch.from_numpy(skin_mask(lm[b], (S, S))) for b in range(B)])[:, None].float()
     params = dict(shape=shape, expression=expr, global_pose=gp, sh=sh, cam=cam)
     if tex is not None: params["tex"] = tex
-    return SyntheticScene(r.image.clamp(0, 1), lm, skin * r.mask, params)
+    return SyntheticScene(r.image.clamp(0, 1), lm, skin * r.mask, params, r.mask)
 
 def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
                          shape_gt: Tensor,          # [B, S''] true identity
@@ -246,6 +252,7 @@ def _laplacian(faces: Tensor, V: int) -> Tensor:  # sparse [V, V]: I - D^-1 A (u
     I = torch.sparse_coo_tensor(torch.arange(V).expand(2, V), torch.ones(V), (V, V), check_invariants=False)
     return (I - A).coalesce()
 
+
 def _check_finite(losses: dict, stage: str, step: int):
     for k, v in losses.items():
         if not torch.isfinite(v).all():
@@ -261,8 +268,61 @@ def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:
     "Per-image mean landmark distance in normalised image units (the image spans 2), summed over the batch."
     return ((pred - gt).norm(dim=-1).mean(1) * (2.0 / W)).sum()
 
+# %% ../../nbs/30_fit.photometric.ipynb #0241754a
+def _outline_distance(head_masks):  # [B, 1, H, W] -> [B, 1, H, W] distance in pixels to the mask's outline
+    from scipy.ndimage import distance_transform_edt
+    out = []
+    for m in head_masks[:, 0].detach().cpu().numpy() > 0.5:
+        out.append(np.where(m, distance_transform_edt(m), distance_transform_edt(~m)) - 0.5)
+    return torch.tensor(np.stack(out))[:, None].to(head_masks)
+
+def _edge_faces(faces):  # [E, 2] the two faces of each interior edge
+    F_ = faces.shape[0]
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
+    fid = torch.arange(F_, device=faces.device).repeat(3)
+    key = e[:, 0] * (faces.max() + 1) + e[:, 1]
+    order = key.argsort(); key, fid, e = key[order], fid[order], e[order]
+    same = key[1:] == key[:-1]
+    i = same.nonzero()[:, 0]
+    return e[i], torch.stack([fid[i], fid[i + 1]], 1)
+
+def _outer_silhouette(uv: Tensor,      # [B, V, 2] projected vertices, pixels
+                      faces: Tensor,   # [F, 3]
+                      edges: Tensor, efaces: Tensor,  # [E, 2] interior edges and their two faces (`_edge_faces`)
+                      p2f: Tensor,     # [B, H, W] packed face ids of the front surface (-1: empty)
+                     ) -> Tensor:      # [B, V] bool: vertices on the outer silhouette
+    "Vertices of edges between a front- and a back-facing triangle that project within 2 px of an uncovered pixel."
+    B, V, _ = uv.shape
+    H, W = p2f.shape[1:]
+    with torch.no_grad():
+        tri = uv[:, faces]                                                    # [B, F, 3, 2]
+        a, c = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
+        area = a[..., 0] * c[..., 1] - a[..., 1] * c[..., 0]                  # [B, F] signed screen area
+        seen = torch.zeros(B * faces.shape[0], dtype=uv.dtype, device=uv.device)
+        seen[p2f[p2f >= 0]] = 1.0                                             # triangles that win a pixel face the camera:
+        front = area * torch.sign((area * seen.view(B, -1)).sum(1, keepdim=True)) > 0   # their sign is "front"
+        sil = front[:, efaces[:, 0]] != front[:, efaces[:, 1]]                # [B, E]
+        on = torch.zeros(B, V, dtype=torch.bool, device=uv.device)
+        bi, ei = sil.nonzero(as_tuple=True)
+        on[bi, edges[ei, 0]] = True; on[bi, edges[ei, 1]] = True
+        near_empty = F.max_pool2d((p2f < 0).to(uv.dtype)[:, None], 5, 1, 2)[:, 0] > 0   # within 2 px of an uncovered pixel
+        px = uv.round().long()
+        inside = (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
+        bb = torch.arange(B, device=uv.device)[:, None].expand(B, V)
+        return on & inside & near_empty[bb, px[..., 1].clamp(0, H - 1), px[..., 0].clamp(0, W - 1)]
+
+def _outline_at(dist: Tensor, uv: Tensor) -> Tensor:  # dist [B, 1, H, W], uv [B, V, 2] pixels -> [B, V] pixels
+    "Bilinear lookup of a per-pixel map at projected points (pixel centres at +0.5), differentiable in `uv` (forward mode too)."
+    B, _, H, W = dist.shape
+    x, y = (uv[..., 0] - 0.5).clamp(0, W - 1), (uv[..., 1] - 0.5).clamp(0, H - 1)
+    x0, y0 = x.detach().floor().clamp(max=W - 2), y.detach().floor().clamp(max=H - 2)
+    fx, fy = x - x0, y - y0
+    D = dist.reshape(B, H * W)
+    at = lambda dy, dx: torch.gather(D, 1, ((y0 + dy) * W + x0 + dx).long())
+    return at(0, 0) * (1 - fx) * (1 - fy) + at(0, 1) * fx * (1 - fy) + at(1, 0) * (1 - fx) * fy + at(1, 1) * fx * fy
+
 # %% ../../nbs/30_fit.photometric.ipynb #0b8dbf48
-def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, masks, cfg, raster, albedo_of) -> list:
+def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, masks, cfg, raster, albedo_of, outline=None) -> list:
     "Levenberg-Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates P, cam.param, sh in place."
     B, _, H, W = images.shape
     shared = cfg.shared_identity and B > 1                                     # one β for the batch: one joint system
@@ -281,7 +341,7 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
         w = dict(shape=cfg.w_shape_reg, expression=cfg.w_expr_reg, tex=cfg.w_tex_reg).get(k, 0.0)
         if k in ("jaw_pose", "left_eye_pose", "right_eye_pose"): w = cfg.w_pose_reg
         reg[o:o + sz] = w; o += sz
-    c_l, c_p = cfg.w_lmk * 2.0 / (W * 68), cfg.w_pho / (3 * H * W)
+    c_l, c_p, c_s = cfg.w_lmk * 2.0 / (W * 68), cfg.w_pho / (3 * H * W), cfg.w_silhouette * 2.0 / W
     sel_mask = masks[:, 0] > 0.5
 
     def visibility(th):  # which pixels the mesh covers at th, and the mask pixels it misses
@@ -291,20 +351,25 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
             bij = (sel_mask & (p2f >= 0)).nonzero(as_tuple=True)
             miss = (images.abs() * masks).sum((1, 2, 3)) - torch.zeros(B, dtype=dt, device=images.device).index_add_(
                 0, bij[0], (images[bij[0], :, bij[1], bij[2]] * masks[bij[0], 0, bij[1], bij[2], None]).sum(1))
-        return p2f, bij, miss
+            keep = (_outer_silhouette(cam.pixels(model(**{k: Q[k] for k in names if k != "tex"}).vertices, Q["cam"]), faces, *outline[:2], p2f).to(dt)
+                    if outline is not None else None)
+        return p2f, bij, miss, keep
 
     def residuals(th, vis):  # landmarks [B, 68, 2] pixels, colours [N, 3]
-        p2f, bij, _ = vis
+        p2f, bij = vis[:2]
         Q = unpack(th)
         out = model(**{k: Q[k] for k in names if k != "tex"})
         col = albedo_of(Q) * sh_shading(vertex_normals(out.vertices, faces), Q["sh"])
-        pred = _shade_at(p2f, bij, cam.pixels(out.vertices, Q["cam"]), col, faces)
-        return cam.pixels(out.landmarks, Q["cam"]) - landmarks68, _residual(pred, images[bij[0], :, bij[1], bij[2]])
+        uv = cam.pixels(out.vertices, Q["cam"])
+        pred = _shade_at(p2f, bij, uv, col, faces)
+        s = _outline_at(outline[2], uv) if outline is not None else th[:, :1] * 0       # [B, V] outline distance, pixels
+        return cam.pixels(out.landmarks, Q["cam"]) - landmarks68, _residual(pred, images[bij[0], :, bij[1], bij[2]]), s
 
     def energy(th, vis):  # [B] the full-stage energy of each photo
-        d, r = residuals(th, vis)
+        d, r, s = residuals(th, vis)
         b, i, j = vis[1]
         e = c_l * d.norm(dim=-1).sum(1) + c_p * vis[2] + 0.5 * (reg * th.pow(2)).sum(1)
+        if vis[3] is not None: e = e + c_s * (s * vis[3]).sum(1) / vis[3].sum(1).clamp_min(1)
         return e.index_add(0, b, c_p * (r.abs() * masks[b, 0, i, j, None]).sum(1))
 
     with torch.no_grad():
@@ -334,8 +399,8 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
     for it in range(cfg.refine_iters):
         vis = visibility(theta)
         b, i, j = vis[1]
-        with torch.no_grad(): d0, r0 = residuals(theta, vis); e0 = energy(theta, vis)
-        Jd, Jr = torch.func.vmap(lambda v: torch.func.jvp(lambda t: residuals(t, vis), (theta,), (v,))[1])(tangents)
+        with torch.no_grad(): d0, r0, s0 = residuals(theta, vis); e0 = energy(theta, vis)
+        Jd, Jr, Js = torch.func.vmap(lambda v: torch.func.jvp(lambda t: residuals(t, vis), (theta,), (v,))[1])(tangents)
         wl = (c_l / d0.norm(dim=-1).clamp_min(0.05)).repeat_interleave(2, 1)    # [B, 136] IRLS weights
         wp = c_p * masks[b, 0, i, j, None] / r0.abs().clamp_min(cfg.refine_eps)  # [N, 3]
         Jd = Jd.permute(1, 0, 2, 3).reshape(B, n, 136)
@@ -346,6 +411,12 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
             Jk, wk = Jr[:, rows].reshape(n, -1), wp[rows].reshape(-1)
             A[k] += (Jk * wk) @ Jk.T
             g[k] += Jk @ (wk * r0[rows].reshape(-1))
+        if outline is not None:                                                 # outline rows: IRLS form of the distance
+            keep = vis[3]
+            ws = c_s * keep / keep.sum(1, keepdim=True).clamp_min(1) / s0.abs().clamp_min(0.25)   # [B, V]
+            Js = Js.permute(1, 0, 2)                                            # [B, n, V]
+            A += torch.einsum("bnv,bmv->bnm", Js * ws[:, None], Js)
+            g += torch.einsum("bnv,bv->bn", Js * ws[:, None], s0)
         with torch.no_grad():
             for _ in range(4):                                                  # raise λ where the step did not help
                 D = A.diagonal(dim1=1, dim2=2)                                  # Marquardt's scaling; unseen coordinates
@@ -374,7 +445,8 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
                     masks: Tensor,        # [B, 1, H, W] skin mask in {0, 1} (the photometric term's support)
                     model,                # a `headbook.models.FLAME` head model
                     config: FitConfig | None = None,
-                    init: dict | None = None,  # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation", "sh" [B, 9, 3])
+                    init: dict | None = None,  # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation", "sh" [B, 9, 3], "albedo" [B, V, 3])
+                    head_masks: Tensor | None = None,  # [B, 1, H, W] the whole head in {0, 1}, for `w_silhouette` (the outline term)
                    ) -> FitResult:
     "Fit FLAME shape, expression, pose, albedo, SH light and camera to photos: rigid stage, full stage, optional LM refinement."
     cfg = config or FitConfig()
@@ -384,7 +456,13 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     _check_tensor(landmarks68, "landmarks68", (B, 68, 2))
     _check_tensor(masks, "masks", (B, 1, H, W), 0.0, 1.0)
     if cfg.rigid_iters < 0 or cfg.full_iters < 0: raise ValueError("rigid_iters and full_iters must be >= 0")
+    if head_masks is not None: _check_tensor(head_masks, "head_masks", (B, 1, H, W), 0.0, 1.0)
+    if cfg.w_silhouette > 0 and head_masks is None:
+        raise ValueError("w_silhouette > 0 needs head_masks [B, 1, H, W] (the whole head in the photo), got None")
+    if not cfg.scale_starts or min(cfg.scale_starts) <= 0: raise ValueError(f"scale_starts must be positive factors, got {cfg.scale_starts}")
     dev, dt = images.device, images.dtype
+    if len(cfg.scale_starts) > 1 and cfg.full_iters > 0:
+        return _multi_start(images, landmarks68, masks, model, cfg, init, head_masks)
     model = model.to(dev)
     faces = model.faces
     z = lambda n: torch.zeros(B, n, dtype=dt, device=dev, requires_grad=True)
@@ -404,6 +482,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
             if k in P and k != "albedo":                                           # truncated to the fitted modes
                 P[k][:, :v.shape[1]] = v[:P[k].shape[0], :P[k].shape[1]].to(P[k])    # (shared identity: the first photo's)
             elif k in ("cam", "translation"): cam.param.copy_(v)
+            elif k == "albedo" and "albedo" in P: P["albedo"].copy_(v)
             elif k not in ("sh", "albedo"): raise ValueError(f"init: unknown parameter {k!r}")
 
     def albedo_of(P):
@@ -448,29 +527,39 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     sel_mask = masks[:, 0] > 0.5                                                    # [B, H, W]
     outside = (images.abs() * masks).sum((1, 2, 3))                                # [B] L1 of pixels the mesh misses
     p2f = None
-    for k in tqdm(range(cfg.full_iters), desc="full", disable=not cfg.progress, leave=False):
+    if cfg.w_silhouette > 0:
+        odist = _outline_distance(head_masks)
+        edges, efaces = _edge_faces(faces)
+    def terms(P, p2f):  # the full-stage energy's terms, per photo: name -> [B]
         out = forward(P)
         verts = out.vertices
-        losses = {"landmark": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks), landmarks68, W)}
-        if p2f is None or k % max(cfg.raster_every, 1) == 0:
-            with torch.no_grad():
-                p2f = rasterize(cam.ndc(verts.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]
-        alb = albedo_of(P)
-        col = alb * sh_shading(vertex_normals(verts, faces), sh)                   # [B, V, 3] Gouraud colour
+        T = {"landmark": cfg.w_lmk * (cam.pixels(out.landmarks) - landmarks68).norm(dim=-1).mean(1) * (2.0 / W)}
+        col = albedo_of(P) * sh_shading(vertex_normals(verts, faces), sh)         # [B, V, 3] Gouraud colour
         sel = sel_mask & (p2f >= 0)
         pred, (b, i, j) = shade_pixels(p2f, sel, cam.pixels(verts), col, faces)
         target = images[b, :, i, j]                                                # [N, 3]
         covered_target = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (target * masks[b, 0, i, j, None]).abs().sum(1))
         l1 = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (_residual(pred, target).abs() * masks[b, 0, i, j, None]).sum(1))
-        losses["photometric"] = cfg.w_pho * ((l1 + outside - covered_target) / (3 * H * W)).sum()
-        losses["shape_reg"] = cfg.w_shape_reg * P["shape"].pow(2).sum() / 2
-        losses["expression_reg"] = cfg.w_expr_reg * P["expression"].pow(2).sum() / 2
+        T["photometric"] = cfg.w_pho * (l1 + outside - covered_target) / (3 * H * W)
+        if cfg.w_silhouette > 0:
+            uv = cam.pixels(verts)
+            keep = _outer_silhouette(uv.detach(), faces, edges, efaces, p2f).to(dt)
+            T["silhouette"] = cfg.w_silhouette * (2.0 / W) * (_outline_at(odist, uv) * keep).sum(1) / keep.sum(1).clamp_min(1)
+        T["shape_reg"] = cfg.w_shape_reg * P["shape"].pow(2).sum(1).expand(B) / 2 / (B if P["shape"].shape[0] < B else 1)
+        T["expression_reg"] = cfg.w_expr_reg * P["expression"].pow(2).sum(1) / 2
         if cfg.w_pose_reg:
-            losses["pose_reg"] = cfg.w_pose_reg * sum(P[n].pow(2).sum() for n in ("jaw_pose", "left_eye_pose", "right_eye_pose")) / 2
-        if has_basis: losses["tex_reg"] = cfg.w_tex_reg * P["tex"].pow(2).sum() / 2
+            T["pose_reg"] = cfg.w_pose_reg * sum(P[n].pow(2).sum(1) for n in ("jaw_pose", "left_eye_pose", "right_eye_pose")) / 2
+        if has_basis: T["tex_reg"] = cfg.w_tex_reg * P["tex"].pow(2).sum(1) / 2
         else:
             La = torch.stack([torch.sparse.mm(lap, P["albedo"][bb]) for bb in range(B)])
-            losses["albedo_smooth"] = cfg.w_albedo_smooth * La.pow(2).sum(-1).mean(-1).sum()
+            T["albedo_smooth"] = cfg.w_albedo_smooth * La.pow(2).sum(-1).mean(-1)
+        return T
+
+    for k in tqdm(range(cfg.full_iters), desc="full", disable=not cfg.progress, leave=False):
+        if p2f is None or k % max(cfg.raster_every, 1) == 0:
+            with torch.no_grad():
+                p2f = rasterize(cam.ndc(forward(P).vertices.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]
+        losses = {n: v.sum() for n, v in terms(P, p2f).items()}
         _check_finite(losses, "full", k)
         loss = sum(losses.values())
         decay = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * k / max(cfg.full_iters, 1)))
@@ -482,7 +571,8 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     # ---- stage 3 (optional): Levenberg-Marquardt on the same energy
     t0 = time.perf_counter()
     raster = lambda v: rasterize(cam.ndc(v.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]
-    history["refine"] = (_lm_refine(P, cam, sh, model, images, landmarks68, masks, cfg, raster, albedo_of)
+    history["refine"] = (_lm_refine(P, cam, sh, model, images, landmarks68, masks, cfg, raster, albedo_of,
+                                    (edges, efaces, odist) if cfg.w_silhouette > 0 else None)
                          if cfg.refine_iters > 0 and cfg.full_iters > 0 else [])
     timings["refine"] = time.perf_counter() - t0
     timings["total"] = timings["rigid"] + timings["full"] + timings["refine"]
@@ -491,10 +581,42 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
 
     with torch.no_grad():
         out = forward(P)
+        energy = sum(terms(P, rasterize(cam.ndc(out.vertices), faces, (H, W), RasterSettings()).pix_to_face[..., 0]).values())
         alb = albedo_of(P)
         r = cam.render(out.vertices, faces, alb, sh.detach())
         params = {k: v.detach().expand(B, -1) if k == "shape" else v.detach() for k, v in P.items() if k != "albedo"}
         params.update({("cam" if cam.kind == "weak" else "translation"): cam.param.detach()})
         return FitResult(parameters=params, vertices=out.vertices, landmarks2d=cam.pixels(out.landmarks),
                          albedo=alb.detach(), sh=sh.detach(), camera=cam.as_dict(), render=r.image, render_mask=r.mask,
-                         history=history, timings=timings)
+                         history=history, timings=timings, energy=energy)
+
+def _multi_start(images, landmarks68, masks, model, cfg, init, head_masks) -> FitResult:
+    "Rigid stage once; a short full stage from each camera scale in `cfg.scale_starts`; the full fit from the lowest energy."
+    B = images.shape[0]
+    one = replace(cfg, scale_starts=(1.0,))
+    run = lambda c, i: fit_photometric(images, landmarks68, masks, model, c, init=i, head_masks=head_masks)
+    R = run(replace(one, full_iters=0, refine_iters=0), init)
+    key = "cam" if cfg.camera == "weak" else "translation"
+    start = dict(init or {}); start["global_pose"] = R.parameters["global_pose"]
+    screens = []
+    for m in cfg.scale_starts:
+        c = R.parameters[key].clone()
+        if key == "cam": c[:, 0] *= m                                          # weak perspective: scale × m
+        else: c = c / m                                                        # pinhole: the head m times nearer
+        screens.append(run(replace(one, rigid_iters=0, full_iters=cfg.screen_iters, refine_iters=0, lr_final=1.0), {**start, key: c}))
+    E = torch.stack([S.energy for S in screens])                               # [K, B]
+    best = E.sum(1).argmin().expand(B) if cfg.shared_identity else E.argmin(0)   # [B]
+    pick = lambda xs: torch.stack(list(xs))[best, torch.arange(B, device=best.device)]
+    chosen = {k: pick(S.parameters[k] for S in screens) for k in screens[0].parameters}
+    chosen["sh"] = pick(S.sh for S in screens)
+    if getattr(model, "albedo_basis", None) is None: chosen["albedo"] = pick(S.albedo for S in screens)
+    out = run(replace(one, rigid_iters=0), chosen)
+    out.history["rigid"] = R.history["rigid"]
+    out.history["screen"] = [{"scale": m, "energy": S.energy.tolist()} for m, S in zip(cfg.scale_starts, screens)]
+    out.history["screen_choice"] = best.tolist()                               # per photo: the index of the start that went on
+    t = out.timings
+    t["rigid"], t["rigid_per_iter"], t["screen"] = R.timings["rigid"], R.timings["rigid_per_iter"], sum(S.timings["total"] for S in screens)
+    t["total"] = t["rigid"] + t["screen"] + t["full"] + t["refine"]
+    return out
+
+

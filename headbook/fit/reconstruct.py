@@ -136,6 +136,9 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
         cfg, preset_name = PRESETS[preset], preset
     elif isinstance(preset, FitConfig): cfg, preset_name = preset, "custom"
     else: raise TypeError(f"preset must be a name in {sorted(PRESETS)} or a FitConfig, got {type(preset).__name__}")
+    if cfg.w_silhouette > 0:
+        raise ValueError(f"preset {preset_name!r} fits the head's outline, which needs a head mask of each photo; reconstruct has "
+                         "none (on a real photo the outline is the hair): use 'default' or 'accurate'")
     cfg = replace(cfg, progress=progress and cfg.progress, shared_identity=same_person or cfg.shared_identity)
     head = load_head_model(model) if isinstance(model, (str, Path)) else model
     out_dir = Path(out_dir)
