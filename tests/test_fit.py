@@ -130,7 +130,9 @@ def test_reconstruct_good_and_bad(tmp_path, head):
     good = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     bad = tmp_path / "broken.png"; bad.write_bytes(b"\x89PNG not really")
     missing = tmp_path / "nowhere.jpg"
-    res = reconstruct([bad, good, missing], head, tmp_path / "out", preset=replace(FAST, full_iters=8), progress=False)
+    # with two camera-scale starts, so that fit.json also carries the screening history
+    cfg = replace(FAST, full_iters=8, scale_starts=(0.93, 1.08), screen_iters=2)
+    res = reconstruct([bad, good, missing], head, tmp_path / "out", preset=cfg, progress=False)
     assert [r.ok for r in res] == [False, True, False]
     assert "broken.png" in res[0].error and "nowhere.jpg" in res[2].error
     out = tmp_path / "out" / "grace_hopper"
@@ -146,6 +148,7 @@ def test_reconstruct_good_and_bad(tmp_path, head):
     assert (det[:, 0] > 0).all() and (det[:, 0] < W).all() and (det[:, 1] < H).all()   # photo pixels, not crop pixels
     assert np.isclose(info["landmark_nme"], np.linalg.norm(fit - det, axis=1).mean() / np.linalg.norm(det[36] - det[45]))
     assert info["landmark_nme"] < 0.2 and len(info["loss_history"]["full"]) == 8
+    assert [h["scale"] for h in info["loss_history"]["screen"]] == [0.93, 1.08] and info["loss_history"]["screen_choice"][0] in (0, 1)
     p = np.load(out / "params.npz")
     assert {"shape", "expression", "global_pose", "jaw_pose", "tex", "sh", "cam", "crop_scale"} <= set(p.files)
     assert p["shape"].shape == (head.n_shape,) and p["sh"].shape == (9, 3)

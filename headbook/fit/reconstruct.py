@@ -88,6 +88,11 @@ def _overlay(rgb, render, mask, T, det, fit, alpha=0.6):
     for i, im in enumerate(ims): out.paste(im, (i * W, 0))
     return out
 
+def _rounded(x, nd: int = 6):  # floats in nested dicts/lists rounded for JSON (ints, e.g. the chosen start, stay)
+    if isinstance(x, dict): return {k: _rounded(v, nd) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_rounded(v, nd) for v in x]
+    return round(x, nd) if isinstance(x, float) else x
+
 def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timings) -> dict:
     from headbook.geometry.mesh import save_mesh
     from headbook.viz import k3d_html
@@ -112,7 +117,7 @@ def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timi
                 landmarks_detected=det68.round(3).tolist(), landmarks_fitted=fit68.round(3).tolist(),
                 landmark_error_px=float(np.linalg.norm(fit68 - det68, axis=-1).mean()),
                 interocular_px=iod, landmark_nme=nme,
-                loss_history={s: [{k: round(v, 6) for k, v in h.items()} for h in hs] for s, hs in res.history.items()},
+                loss_history=_rounded(res.history),
                 timings=timings)
     (out / "fit.json").write_text(json.dumps(info, indent=1))
     files["fit.json"] = out / "fit.json"
