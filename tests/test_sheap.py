@@ -213,3 +213,43 @@ def test_occluders_reach_only_the_encoder_input(videos):
     occl = step({**batch, "src_input": a, "tgt_input": batch["tgt_image"]}, photometric=False)
     assert not torch.allclose(occl.src_params["shape"], clean.src_params["shape"])   # the encoder saw the occluder
     torch.testing.assert_close(occl.tgt_params["shape"], clean.tgt_params["shape"])
+
+
+def test_face_box_crops_frame_like_predict_now(tmp_path):
+    "crop_face: the landmarks' box is centred with its longer side the asked fraction; the mask follows; video_spec matches predict_now."
+    import json
+    from headbook.sheap.train import video_spec, face_fraction, _face_frac
+    cfg = sheap_config("smoke", {"data.crop": True, "data.focal_factor": 2.5, "data.noise": 0.01})
+    spec = video_spec(cfg, n_frames=3)
+    m = SHeaP(cfg.model)
+    assert spec.crop_face == pytest.approx(_face_frac(m)) and spec.crop_face == pytest.approx(face_fraction(m.head, cfg.model))
+    assert 0.4 < spec.crop_face < 0.9 and spec.n_frames == 3 and spec.image_size == 32 and spec.noise == 0.01
+    write_synthetic_videos(tmp_path, 1, spec=spec, seed=2, progress=False)
+    vf = VideoFrames(tmp_path)
+    for i in range(3):
+        f = vf.frame(i); l = f["landmarks"]; lo, hi = l.min(0).values, l.max(0).values
+        torch.testing.assert_close((lo + hi) / 2, torch.tensor([16.0, 16.0]), atol=1e-3, rtol=0)
+        assert abs(float((hi - lo).max()) / 32 - spec.crop_face) < 1e-3
+        li = l.round().long().clamp(0, 31)
+        assert f["mask"][0, li[:, 1], li[:, 0]].float().mean() > 0.9
+    cam = json.loads((tmp_path / "synthhead_0000" / "camera.json").read_text())
+    assert len(cam["crops"]) == 3 and cam["render_size"] == [64, 64]
+
+
+def test_silhouette_loss_and_its_step_term(videos):
+    from headbook.sheap.losses import silhouette_loss
+    yy, xx = torch.meshgrid(torch.arange(24) + 0.5, torch.arange(24) + 0.5, indexing="ij")
+    disc = (((xx - 12) ** 2 + (yy - 12) ** 2) < 49).float()[None, None]
+    a = torch.linspace(0, 6.283, 300)
+    fill = torch.cat([12 + r * torch.stack([a.cos(), a.sin()], -1) for r in torch.linspace(0, 6.6, 10)])[None]
+    g = lambda: torch.Generator().manual_seed(0)
+    good, shrunk, grown = (silhouette_loss(12 + k * (fill - 12), disc, generator=g()) for k in (1.0, 0.5, 1.5))
+    assert good["sil"] * 24 < 0.6 < shrunk["sil_cover"] * 24 and shrunk["sil_inside"] == 0 and grown["sil_inside"] * 24 > 0.5
+    with pytest.raises(ValueError, match=r"\[B, N, 2\]"): silhouette_loss(fill[0], disc)
+    torch.manual_seed(0)
+    cfg = sheap_config("smoke", {"loss.silhouette": 1.0})
+    step = SHeaPStep(SHeaP(cfg.model), cfg.loss)
+    out = step(VideoFrames(videos, image_size=32).pair_batch(torch.tensor([1, 6]), salt=0), photometric=False)
+    assert out.losses["sil"] > 0 and out.losses["sil_reanim"] > 0
+    out.losses["loss"].backward()
+    assert step.model.to_shape.weight.grad.abs().sum() > 0

@@ -36,6 +36,10 @@ class SyntheticVideoSpec:
     trans_xy: float = 0.01          # translation amplitude in x, y
     trans_z: float = 0.03           # translation amplitude in z
     albedo_std: float = 1.0         # albedo coefficients ~ N(0, albedo_std²) (models with an albedo space)
+    crop_face: float = 0.0          # > 0: each frame is re-framed as a square head crop whose 68-landmark box's longer side is this fraction of the crop side; 0: the camera's own view
+    crop_jitter: float = 0.0        # with crop_face: uniform ± jitter of the crop centre (fraction of its side) and of its log side (a detector's box noise)
+    render_size: int = 0            # side of the render before cropping/resizing (0: image_size, or 2 × image_size with crop_face)
+    noise: float = 0.0              # std of the Gaussian sensor noise added to the frames ([0, 1] units)
 
 def _trajectory(g: torch.Generator, T: int, D: int, amp: float) -> Tensor:  # [T, D]
     "Smooth random signals in [-amp, amp]: two sinusoids per channel."
@@ -96,6 +100,26 @@ def _background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S]
     r = (torch.cos(ang) * ramp[None, :] + torch.sin(ang) * ramp[:, None]) / 2 + 0.5   # [S, S]
     return c0[:, None, None] * (1 - r) + c1[:, None, None] * r
 
+def _crop_boxes(uv: Tensor, face_frac: float, jitter: float, g: torch.Generator) -> Tensor:  # [B, 3] cx, cy, side
+    "Square crops around the landmarks' boxes: centred, side = the box's longer side / face_frac (jittered)."
+    lo, hi = uv.min(1).values, uv.max(1).values
+    c, side = (lo + hi) / 2, (hi - lo).max(-1).values / face_frac
+    if jitter > 0:
+        B = uv.shape[0]
+        side = side * torch.exp(jitter * (2 * torch.rand(B, generator=g) - 1))
+        c = c + jitter * side[:, None] * (2 * torch.rand(B, 2, generator=g) - 1)
+    return torch.cat([c, side[:, None]], -1)
+
+def _crop(x: Tensor, cx: float, cy: float, side: float, out: int) -> Tensor:  # [C, H, W] -> [C, out, out]
+    "The square (cx, cy, side) of x (pixels; edge pixels repeat outside), sampled at its own resolution, then resized with antialiasing."
+    C, H, W = x.shape
+    n = max(out, int(math.ceil(side)))
+    xs = (cx + (torch.arange(n) + 0.5 - n / 2) * side / n) / W * 2 - 1
+    ys = (cy + (torch.arange(n) + 0.5 - n / 2) * side / n) / H * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(x)
+    y = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.interpolate(y, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
+
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
     Image.fromarray(arr).save(path)
@@ -110,28 +134,44 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
     d = Path(root) / name
     for sub in ("frames", "masks", "landmarks"): (d / sub).mkdir(parents=True, exist_ok=True)
     S, T = spec.image_size, spec.n_frames
+    Rn = spec.render_size or (2 * S if spec.crop_face > 0 else S)          # side of the render
     p = sample_video_params(model, spec, g)
-    albedo, sh, bg = _albedo(model, g, spec), _light(g), _background(g, S)
-    K, R, t = synthetic_camera(S, spec.focal_factor, spec.distance)
+    albedo, sh, bg = _albedo(model, g, spec), _light(g), _background(g, Rn)
+    K, R, t = synthetic_camera(Rn, spec.focal_factor, spec.distance)
+    crops = []
     from headbook.geometry.cameras import project_points
     for i0 in range(0, T, batch):
         sl = slice(i0, min(T, i0 + batch)); B = sl.stop - sl.start
         kw = {k: (v.expand(B, -1) if k == "shape" else v[sl]) for k, v in p.items()}
         with torch.no_grad():
             out = model(**kw)
-            r = render_mesh(out.vertices, model.faces, K.expand(B, 3, 3), R.expand(B, 3, 3), t.expand(B, 3), (S, S),
+            r = render_mesh(out.vertices, model.faces, K.expand(B, 3, 3), R.expand(B, 3, 3), t.expand(B, 3), (Rn, Rn),
                             albedo=albedo[None].expand(B, -1, -1), sh=sh.expand(B, -1, -1))
             uv, _ = project_points(out.landmarks, K.expand(B, 3, 3), R.expand(B, 3, 3), t.expand(B, 3))
         img = r.image.clamp(0, 1) * r.mask + bg[None] * (1 - r.mask)
+        mask = r.mask
+        if spec.crop_face > 0:                                           # face-box crops, as a detector + cropper makes them
+            box = _crop_boxes(uv, spec.crop_face, spec.crop_jitter, g)   # [B, 3] cx, cy, side (render pixels)
+            img = torch.stack([_crop(img[b], *box[b].tolist(), S) for b in range(B)])
+            mask = torch.stack([_crop(mask[b], *box[b].tolist(), S) for b in range(B)])
+            uv = (uv - box[:, None, :2] + box[:, None, 2:] / 2) / box[:, None, 2:] * S
+            crops += box.tolist()
+        elif Rn != S:
+            img, mask = (F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False) for x in (img, mask))
+            uv = uv * (S / Rn)
+        if spec.noise > 0: img = (img + spec.noise * torch.randn(img.shape, generator=g)).clamp(0, 1)
         for b in range(B):
             k = sl.start + b
             _save_png(d / "frames" / f"{k:06d}.png", (img[b].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-            _save_png(d / "masks" / f"{k:06d}.png", (r.mask[b, 0].numpy() > 0.5).astype(np.uint8) * 255)
+            _save_png(d / "masks" / f"{k:06d}.png", (mask[b, 0].numpy() > 0.5).astype(np.uint8) * 255)
             np.save(d / "landmarks" / f"{k:06d}.npy", uv[b].numpy().astype(np.float32))
     np.savez(d / "params.npz", model=np.array(model.data.name), albedo=albedo.numpy(), sh=sh[0].numpy(),
              **{k: v.numpy() for k, v in p.items()})
-    (d / "camera.json").write_text(json.dumps(dict(image_size=[S, S], K=K[0].tolist(), R=R[0].tolist(), t=t[0].tolist(),
-                                                  model=model.data.name, landmarks="model projection (synthetic)")))
+    cam = dict(image_size=[S, S], K=K[0].tolist(), R=R[0].tolist(), t=t[0].tolist(), model=model.data.name,
+               landmarks="model projection (synthetic)")
+    if Rn != S: cam.update(render_size=[Rn, Rn], note="K is the render's; frames are resized" + (" crops" if crops else "") + " of it")
+    if crops: cam["crops"] = crops                                      # per frame: centre x, centre y, side (render pixels)
+    (d / "camera.json").write_text(json.dumps(cam))
     return d
 
 def write_synthetic_videos(root: str | Path,

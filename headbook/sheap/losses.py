@@ -12,7 +12,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ssim_map', 'photometric_loss', 'landmark_loss', 'mask_loss', 'SHeaPLossWeights', 'regularisers']
+__all__ = ['ssim_map', 'photometric_loss', 'landmark_loss', 'mask_loss', 'silhouette_loss', 'SHeaPLossWeights', 'regularisers']
 
 # %% ../../nbs/41_sheap.losses.ipynb #50df4401
 def _gauss_window(size: int, sigma: float, device, dtype) -> Tensor:  # [1, 1, size, size]
@@ -67,6 +67,32 @@ def mask_loss(alpha: Tensor,  # [B, 1, H, W] accumulated opacity of the render
     "Mean absolute difference between the render's coverage and the head mask."
     return (alpha - mask.to(alpha)).abs().mean()
 
+def silhouette_loss(uv: Tensor,    # [B, N, 2] projected mesh vertices, pixels
+                    mask: Tensor,  # [B, 1, H, W] head mask in {0, 1}
+                    n_outline: int = 96,   # outline pixels sampled per image
+                    generator: torch.Generator | None = None,
+                   ) -> dict[str, Tensor]:
+    "Vertices outside the mask (their distance to it) and the mask's outline far from every vertex (one-sided chamfer), as fractions of the image side."
+    if uv.dim() != 3 or uv.shape[-1] != 2 or mask.dim() != 4 or mask.shape[:2] != (uv.shape[0], 1):
+        raise ValueError(f"uv must be [B, N, 2] pixels and mask [B, 1, H, W], got {list(uv.shape)} and {list(mask.shape)}")
+    from scipy.ndimage import distance_transform_edt
+    B, _, H, W = mask.shape
+    m = mask.detach().cpu() > 0.5
+    dt = torch.stack([torch.from_numpy(distance_transform_edt(~mi[0].numpy())).float() for mi in m])[:, None].to(uv)   # [B, 1, H, W] px to the mask
+    grid = (uv / torch.tensor([W, H]).to(uv) * 2 - 1)[:, :, None]                   # [B, N, 1, 2]
+    outside = F.grid_sample(dt, grid, align_corners=False, padding_mode="border")[:, 0, :, 0]   # [B, N]
+    mf = m.float()
+    edge = (mf + F.max_pool2d(-mf, 3, 1, 1)) > 0.5                                  # mask pixels with a background neighbour
+    edge[..., :1, :] = edge[..., -1:, :] = False; edge[..., :, :1] = edge[..., :, -1:] = False   # the frame's border is no outline
+    flat = edge.flatten(1).float(); has = flat.sum(1) > 0
+    idx = torch.multinomial(flat + (~has[:, None]).float(), n_outline, replacement=True, generator=generator)   # [B, n]
+    pts = torch.stack([idx % W, idx // W], -1).to(uv) + 0.5                         # [B, n, 2] pixel centres
+    with torch.no_grad(): near = torch.cdist(pts, uv).argmin(-1)                   # [B, n] nearest vertex (its distance carries the gradient)
+    reach = (uv.gather(1, near[..., None].expand(-1, -1, 2)) - pts).norm(dim=-1)    # [B, n]
+    inside = outside.mean() / W
+    cover = (reach.mean(1) * has.to(uv)).sum() / has.sum().clamp_min(1) / W
+    return dict(sil_inside=inside, sil_cover=cover, sil=inside + cover)
+
 # %% ../../nbs/41_sheap.losses.ipynb #c2286211
 @dataclass
 class SHeaPLossWeights:
@@ -82,6 +108,7 @@ class SHeaPLossWeights:
     scale: float = 1e-3      # Gaussians' log-scale change from rest, squared
     mask: float = 0.0        # coverage of the render vs the head mask (not in the paper)
     shape_consistency: float = 0.0  # ||beta_s - beta_t||^2 (mean): the two frames of a pair are one person (not in the paper)
+    silhouette: float = 0.0  # projected mesh vs the head mask: inside it and reaching its outline (not in the paper)
 
 def regularisers(p: dict[str, Tensor], offset: Tensor | None = None, log_scale_delta: Tensor | None = None) -> dict[str, Tensor]:
     "Squared-magnitude priors on predicted parameters (and on the Gaussians' offsets and scale changes)."

@@ -30,6 +30,7 @@ class SHeaPModelConfig:
     "Sizes of the SHeaP networks."
     head_model: str = "synthhead"   # head-model name or FLAME .pkl path (`models.load_head_model`)
     backbone: str = "vit"           # "vit" (the paper's kind) or "cnn" (a small conv net; learns faster on CPU-sized runs)
+    cnn_pool: int = 2               # cnn: the feature map is average-pooled to cnn_pool × cnn_pool cells before the query projections
     n_shape: int = 0                # identity components predicted (0: all the head model has)
     n_expr: int = 0                 # expression components predicted (0: all)
     image_size: int = 224           # network input side; inputs of any size are resized to it
@@ -102,7 +103,7 @@ class ViTEncoder(nn.Module):
 # %% ../../nbs/40_sheap.model.ipynb #13bf50b3
 class CNNEncoder(nn.Module):
     "Strided conv stages -> feature map at 1/`patch` resolution; queries = learned projections of the pooled features."
-    def __init__(self, image_size: int, patch: int, dim: int, depth: int, n_queries: int):
+    def __init__(self, image_size: int, patch: int, dim: int, depth: int, n_queries: int, pool: int = 2):
         super().__init__()
         n_down = int(round(math.log2(patch)))
         if 2 ** n_down != patch or image_size % patch: raise ValueError(f"cnn backbone: patch must be a power of 2 dividing image_size, got {patch}, {image_size}")
@@ -114,13 +115,14 @@ class CNNEncoder(nn.Module):
                 layers += [nn.Conv2d(co, co, 3, 1, 1), nn.GroupNorm(min(8, co), co), nn.GELU()]
             c = co
         self.body = nn.Sequential(*layers)
-        self.proj = nn.Linear(c * 4, n_queries * dim)
+        self.proj = nn.Linear(c * pool * pool, n_queries * dim)
+        self.pool = pool
         self.n_queries, self.dim = n_queries, dim
         self.fmap = nn.Conv2d(c, dim, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # queries [B, Q, D], feature map [B, D, S/p, S/p]
         h = self.body(x)
-        g = F.adaptive_avg_pool2d(h, 2).flatten(1)                         # coarse layout survives pooling
+        g = F.adaptive_avg_pool2d(h, self.pool).flatten(1)                 # coarse layout survives pooling
         return self.proj(g).view(-1, self.n_queries, self.dim), self.fmap(h)
 
 # %% ../../nbs/40_sheap.model.ipynb #bb202ba1
@@ -200,7 +202,7 @@ class SHeaP(nn.Module):
             raise ValueError(f"n_shape/n_expr ({self.n_shape}/{self.n_expr}) exceed the head model's ({self.head.n_shape}/{self.head.n_expr})")
         D = cfg.dim
         if cfg.backbone == "vit": self.encoder = ViTEncoder(cfg.image_size, cfg.patch, D, cfg.depth, cfg.heads, cfg.mlp_ratio, n_queries=6)
-        elif cfg.backbone == "cnn": self.encoder = CNNEncoder(cfg.image_size, cfg.patch, D, cfg.depth, n_queries=6)
+        elif cfg.backbone == "cnn": self.encoder = CNNEncoder(cfg.image_size, cfg.patch, D, cfg.depth, n_queries=6, pool=cfg.cnn_pool)
         else: raise ValueError(f"backbone must be 'vit' or 'cnn', got {cfg.backbone!r}")
         self.to_shape = nn.Linear(D, self.n_shape)
         self.to_expr = nn.Linear(D, self.n_expr)

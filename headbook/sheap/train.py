@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
 from .model import SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS
-from .losses import SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, regularisers
+from .losses import SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss, regularisers
 from ..train.config import make_config, config_to_dict, save_config
 from ..data.video import VideoFrames
 from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, global_batch_indices, shard, train,
@@ -22,7 +22,7 @@ from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, globa
 
 # %% auto #0
 __all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'occlude', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
-           'save_sample', 'train_sheap', 'crop_square', 'predict_now']
+           'video_spec', 'save_sample', 'train_sheap', 'face_fraction', 'crop_square', 'predict_now']
 
 # %% ../../nbs/42_sheap.train.ipynb #2d93bf26
 @dataclass
@@ -36,6 +36,11 @@ class SHeaPDataConfig:
     seed: int = 0                     # seed of the synthetic videos
     yaw: float = 0.5                  # head yaw amplitude of the synthetic videos (radians)
     expr_amp: float = 0.6             # expression amplitude of the synthetic videos
+    crop: bool = False                # synthetic frames are face-box crops framed as `predict_now` frames photos (else the fixed camera's view)
+    crop_jitter: float = 0.0          # with crop: jitter of the crop box (fraction of its side; a detector's noise)
+    focal_factor: float = 4.0         # focal / side of the synthetic render (shorter with crop, so the crop stays inside the render)
+    render_size: int = 0              # side of the synthetic render before cropping/resizing (0: 2 × image_size with crop, else image_size)
+    noise: float = 0.0                # sensor-noise std added to the synthetic frames
 
 @dataclass
 class SHeaPConfig:
@@ -68,10 +73,11 @@ PRESETS = {
         steps=3, batch_size=2, lr=1e-3, warmup=0, ckpt_every=2, sample_every=3, device="cpu"),
     "small": SHeaPConfig(
         model=SHeaPModelConfig(backbone="cnn", image_size=64, patch=8, dim=128, depth=2, heads=4, feat_dim=64,
-                               n_gaussians=1500, gauss_hidden=32, gcn_layers=2),
-        data=SHeaPDataConfig(n_videos=2000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0),
+                               n_gaussians=1500, gauss_hidden=32, gcn_layers=2, cnn_pool=4),
+        data=SHeaPDataConfig(n_videos=4000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0, crop=True, crop_jitter=0.02,
+                             focal_factor=2.5, noise=0.01),
         loss=SHeaPLossWeights(l1=0.25, ssim=0.05, mask=0.1, expr=1e-2, shape_consistency=1e-2),
-        steps=2500, landmark_only_steps=2200, photo_pairs=2, batch_size=32, share_identity=True, occlusion=0.3, lr=1e-3,
+        steps=2600, landmark_only_steps=2600, photo_pairs=2, batch_size=32, share_identity=True, occlusion=0.3, lr=1e-3,
         warmup=20, ckpt_every=100, sample_every=100, device="cpu"),
     "paper": SHeaPConfig(
         model=SHeaPModelConfig(image_size=224, patch=16, dim=768, depth=12, heads=12, feat_dim=256, n_gaussians=30000,
@@ -148,6 +154,12 @@ class SHeaPStep(nn.Module):
         # landmarks: the same identity has to explain both frames (cheap: no splatting)
         ore = m.head_output(reanimate(ps, pt))
         L["lmk_reanim"] = landmark_loss(m.project(ore.landmarks, S), batch["tgt_landmarks"] * (S / img_side), S)
+        if w.silhouette > 0:                                                        # the mesh's outline against the head masks (no splatting)
+            masks = _resize(torch.cat([batch["src_mask"], batch["tgt_mask"]]), S)
+            L["sil"] = silhouette_loss(m.project(o.vertices[:, ::4], S), masks)["sil"]
+            L["sil_reanim"] = silhouette_loss(m.project(ore.vertices[:, ::4], S), masks[B:])["sil"]
+        else:
+            L["sil"] = L["sil_reanim"] = torch.zeros((), device=beta.device)
         k = min(B, self.photo_pairs) if self.photo_pairs else B                     # pairs that are splatted
         sub = lambda d: {kk: v[:k] for kk, v in d.items()}
         G = m.predict_gaussians(sub(ps), verts=o.vertices[:k])
@@ -164,7 +176,7 @@ class SHeaPStep(nn.Module):
         L["shape_consistency"] = (beta[:B] - beta[B:]).pow(2).mean()               # the two frames' own identities agree
         L["loss"] = (L["photo"] + w.landmarks * L["lmk"] + w.landmarks_reanimated * L["lmk_reanim"] + w.shape * L["reg_shape"] + w.expr * L["reg_expr"]
                      + w.pose * L["reg_pose"] + w.offset * L["reg_offset"] + w.scale * L["reg_scale"] + w.mask * L["mask"]
-                     + w.shape_consistency * L["shape_consistency"])
+                     + w.shape_consistency * L["shape_consistency"] + w.silhouette * (L["sil"] + L["sil_reanim"]))
         return SHeaPStepOutput(L, gi.image, gi.alpha, ps, pt)
 
 # %% ../../nbs/42_sheap.train.ipynb #2ab43b38
@@ -180,12 +192,22 @@ def prepare_data(cfg: SHeaPConfig, root: str | Path, progress: bool = True) -> P
     if cfg.data.root: return Path(cfg.data.root)
     root = Path(root)
     if not (root.is_dir() and any((p / "frames").is_dir() for p in root.iterdir())):
-        from headbook.data.video import write_synthetic_videos, SyntheticVideoSpec
-        write_synthetic_videos(root, cfg.data.n_videos, models=tuple(cfg.data.models),
-                               spec=SyntheticVideoSpec(n_frames=cfg.data.n_frames, image_size=cfg.data.image_size,
-                                                       yaw=cfg.data.yaw, expr_amp=cfg.data.expr_amp),
+        from headbook.data.video import write_synthetic_videos
+        write_synthetic_videos(root, cfg.data.n_videos, models=tuple(cfg.data.models), spec=video_spec(cfg),
                                seed=cfg.data.seed, progress=progress)
     return root
+
+def video_spec(cfg: SHeaPConfig, **overrides):
+    "The `data.video.SyntheticVideoSpec` of a config's synthetic training videos (fields in `overrides` replaced)."
+    from headbook.data.video import SyntheticVideoSpec
+    d = cfg.data
+    kw = dict(n_frames=d.n_frames, image_size=d.image_size, yaw=d.yaw, expr_amp=d.expr_amp, focal_factor=d.focal_factor,
+              render_size=d.render_size, noise=d.noise, crop_jitter=d.crop_jitter)
+    if d.crop:                                                 # the mean head's box fills the crop as it fills SHeaP's frame
+        from headbook.models import load_head_model
+        kw["crop_face"] = face_fraction(load_head_model(cfg.model.head_model), cfg.model)
+    kw.update(overrides)
+    return SyntheticVideoSpec(**kw)
 
 def save_sample(out: SHeaPStepOutput, batch: dict, path: str | Path, n: int = 4) -> Path:
     "A PNG: source | target | re-animated render | render over target, for up to n pairs."
@@ -254,14 +276,18 @@ def train_sheap(cfg: SHeaPConfig,
     return res
 
 # %% ../../nbs/42_sheap.train.ipynb #9381e1b2
+def face_fraction(head, cfg: SHeaPModelConfig) -> float:
+    "Longer side of the mean head's 68-landmark box seen by SHeaP's camera (neutral, facing it), as a fraction of the frame side."
+    from headbook.sheap.model import sheap_camera
+    from headbook.geometry.cameras import project_points
+    with torch.no_grad():
+        lm = head(shape=torch.zeros(1, head.n_shape).to(head.v_template)).landmarks
+        l = project_points(lm, *sheap_camera(1000, cfg, 1, lm.device))[0][0]
+    return float((l.max(0).values - l.min(0).values).max()) / 1000
+
 def _face_frac(model: SHeaP) -> float:
     "Side of the 68-landmark box of the mean head in a training frame, as a fraction of the frame side."
-    with torch.no_grad():
-        p = {k: torch.zeros(1, n) for k, n in (("shape", model.n_shape), ("expr", model.n_expr), ("eyelids", 2), ("cam_trans", 3))}
-        p.update({k: torch.zeros(1, 3) for k in POSE_KEYS})
-        p = {k: v.to(model.head.v_template) for k, v in p.items()}
-        l = model.project(model.head_output(p).landmarks, 1000)[0]
-    return float((l.max(0).values - l.min(0).values).max()) / 1000
+    return face_fraction(model.head, model.cfg)
 
 def _now_box(item, img: np.ndarray) -> tuple[float, float, float]:  # centre x, centre y, side (pixels)
     det = None
