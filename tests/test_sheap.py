@@ -218,11 +218,12 @@ def test_occluders_reach_only_the_encoder_input(videos):
 def test_face_box_crops_frame_like_predict_now(tmp_path):
     "crop_face: the landmarks' box is centred with its longer side the asked fraction; the mask follows; video_spec matches predict_now."
     import json
-    from headbook.sheap.train import video_spec, face_fraction, _face_frac
+    from headbook.sheap.train import video_spec, face_fraction
     cfg = sheap_config("smoke", {"data.crop": True, "data.focal_factor": 2.5, "data.noise": 0.01})
     spec = video_spec(cfg, n_frames=3)
     m = SHeaP(cfg.model)
-    assert spec.crop_face == pytest.approx(_face_frac(m)) and spec.crop_face == pytest.approx(face_fraction(m.head, cfg.model))
+    assert spec.crop_face == pytest.approx(face_fraction(m.head, m.cfg))   # what predict_now frames photos with
+    assert spec.crop_face == pytest.approx(face_fraction(m.head, cfg.model))
     assert 0.4 < spec.crop_face < 0.9 and spec.n_frames == 3 and spec.image_size == 32 and spec.noise == 0.01
     write_synthetic_videos(tmp_path, 1, spec=spec, seed=2, progress=False)
     vf = VideoFrames(tmp_path)

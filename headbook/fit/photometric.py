@@ -264,9 +264,9 @@ def _residual(pred: Tensor, target: Tensor) -> Tensor:
     r = pred - target
     return torch.where(target >= 0.999, r.clamp(max=0), torch.where(target <= 0.001, r.clamp(min=0), r))
 
-def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:
-    "Per-image mean landmark distance in normalised image units (the image spans 2), summed over the batch."
-    return ((pred - gt).norm(dim=-1).mean(1) * (2.0 / W)).sum()
+def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:  # [B]
+    "Per-image mean landmark distance in normalised image units (the image spans 2)."
+    return (pred - gt).norm(dim=-1).mean(1) * (2.0 / W)
 
 # %% ../../nbs/30_fit.photometric.ipynb #0241754a
 def _outline_distance(head_masks):  # [B, 1, H, W] -> [B, 1, H, W] distance in pixels to the mask's outline
@@ -347,11 +347,12 @@ def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, 
     def visibility(th):  # which pixels the mesh covers at th, and the mask pixels it misses
         with torch.no_grad():
             Q = unpack(th)
-            p2f = raster(model(**{k: Q[k] for k in names if k != "tex"}).vertices)
+            verts = model(**{k: Q[k] for k in names if k != "tex"}).vertices
+            p2f = raster(verts)
             bij = (sel_mask & (p2f >= 0)).nonzero(as_tuple=True)
             miss = (images.abs() * masks).sum((1, 2, 3)) - torch.zeros(B, dtype=dt, device=images.device).index_add_(
                 0, bij[0], (images[bij[0], :, bij[1], bij[2]] * masks[bij[0], 0, bij[1], bij[2], None]).sum(1))
-            keep = (_outer_silhouette(cam.pixels(model(**{k: Q[k] for k in names if k != "tex"}).vertices, Q["cam"]), faces, *outline[:2], p2f).to(dt)
+            keep = (_outer_silhouette(cam.pixels(verts, Q["cam"]), faces, *outline[:2], p2f).to(dt)
                     if outline is not None else None)
         return p2f, bij, miss, keep
 
@@ -501,7 +502,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
                             {"params": [cam.param], "lr": cfg.lr_camera, "weight_decay": 0.0}], lr=cfg.lr)
     for k in tqdm(range(cfg.rigid_iters), desc="rigid", disable=not cfg.progress, leave=False):
         out = forward(P)
-        losses = {"landmark_static": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks[:, 17:]), landmarks68[:, 17:], W)}
+        losses = {"landmark_static": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks[:, 17:]), landmarks68[:, 17:], W).sum()}
         _check_finite(losses, "rigid", k)
         loss = sum(losses.values())
         opt.zero_grad(); loss.backward(); opt.step()
@@ -530,10 +531,12 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     if cfg.w_silhouette > 0:
         odist = _outline_distance(head_masks)
         edges, efaces = _edge_faces(faces)
+    raster = lambda v: rasterize(cam.ndc(v.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]   # [B, H, W] front face ids
+
     def terms(P, p2f):  # the full-stage energy's terms, per photo: name -> [B]
         out = forward(P)
         verts = out.vertices
-        T = {"landmark": cfg.w_lmk * (cam.pixels(out.landmarks) - landmarks68).norm(dim=-1).mean(1) * (2.0 / W)}
+        T = {"landmark": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks), landmarks68, W)}
         col = albedo_of(P) * sh_shading(vertex_normals(verts, faces), sh)         # [B, V, 3] Gouraud colour
         sel = sel_mask & (p2f >= 0)
         pred, (b, i, j) = shade_pixels(p2f, sel, cam.pixels(verts), col, faces)
@@ -558,7 +561,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     for k in tqdm(range(cfg.full_iters), desc="full", disable=not cfg.progress, leave=False):
         if p2f is None or k % max(cfg.raster_every, 1) == 0:
             with torch.no_grad():
-                p2f = rasterize(cam.ndc(forward(P).vertices.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]
+                p2f = raster(forward(P).vertices)
         losses = {n: v.sum() for n, v in terms(P, p2f).items()}
         _check_finite(losses, "full", k)
         loss = sum(losses.values())
@@ -570,7 +573,6 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
 
     # ---- stage 3 (optional): Levenberg-Marquardt on the same energy
     t0 = time.perf_counter()
-    raster = lambda v: rasterize(cam.ndc(v.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]
     history["refine"] = (_lm_refine(P, cam, sh, model, images, landmarks68, masks, cfg, raster, albedo_of,
                                     (edges, efaces, odist) if cfg.w_silhouette > 0 else None)
                          if cfg.refine_iters > 0 and cfg.full_iters > 0 else [])
@@ -581,7 +583,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
 
     with torch.no_grad():
         out = forward(P)
-        energy = sum(terms(P, rasterize(cam.ndc(out.vertices), faces, (H, W), RasterSettings()).pix_to_face[..., 0]).values())
+        energy = sum(terms(P, raster(out.vertices)).values())
         alb = albedo_of(P)
         r = cam.render(out.vertices, faces, alb, sh.detach())
         params = {k: v.detach().expand(B, -1) if k == "shape" else v.detach() for k, v in P.items() if k != "albedo"}

@@ -285,10 +285,6 @@ def face_fraction(head, cfg: SHeaPModelConfig) -> float:
         l = project_points(lm, *sheap_camera(1000, cfg, 1, lm.device))[0][0]
     return float((l.max(0).values - l.min(0).values).max()) / 1000
 
-def _face_frac(model: SHeaP) -> float:
-    "Side of the 68-landmark box of the mean head in a training frame, as a fraction of the frame side."
-    return face_fraction(model.head, model.cfg)
-
 def _now_box(item, img: np.ndarray) -> tuple[float, float, float]:  # centre x, centre y, side (pixels)
     det = None
     if item.crop_path is not None and Path(item.crop_path).exists():
@@ -319,7 +315,7 @@ def predict_now(model, dataset_root: str | Path, pred_dir: str | Path, split: st
     from headbook.landmarks.detect import load_image
     from headbook.landmarks.conventions import to_now7
     base = model if isinstance(model, SHeaP) else None
-    frac = _face_frac(base) if base is not None else 0.55
+    frac = face_fraction(base.head, base.cfg) if base is not None else 0.55
     head = base.head if base is not None else model.head
     dev = next(head.buffers()).device
     n = 0
