@@ -15,6 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from ..geometry.cameras import (weak_perspective_project, ndc_to_pixels, project_points, intrinsics,
                                        weak_perspective_to_pinhole)
+from ..geometry.checks import check_tensor
 from ..geometry.mesh import vertex_normals
 from ..render.lighting import sh_shading, SH_CONSTANTS
 from ..render.mesh import (rasterize, RasterSettings, weak_perspective_to_ndc, pinhole_to_ndc,
@@ -83,14 +84,7 @@ class FitResult:
 
 # %% ../../nbs/30_fit.photometric.ipynb #32db88a4
 def _check_tensor(x, name, shape, lo=None, hi=None):
-    if not isinstance(x, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        exp = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {exp}, got {list(x.shape)}")
-    if not x.is_floating_point(): raise TypeError(f"{name} must be a float tensor, got {x.dtype}")
-    if not torch.isfinite(x).all(): raise ValueError(f"{name} contains NaN or inf")
-    if lo is not None and (x.min() < lo - 1e-4 or x.max() > hi + 1e-4):
-        raise ValueError(f"{name} must lie in [{lo}, {hi}], got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    return check_tensor(x, name, shape, floating=True, finite=True, lo=lo, hi=hi)
 
 class _Camera:
     "The camera being fitted: weak perspective (s, tx, ty) or a pinhole with fixed K and R, free translation."

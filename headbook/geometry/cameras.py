@@ -14,13 +14,7 @@ __all__ = ['world_to_camera', 'project_points', 'unproject_points', 'look_at', '
            'ndc_to_pixels', 'weak_perspective_to_pinhole', 'to_pytorch3d_cameras']
 
 # %% ../../nbs/02_geometry.cameras.ipynb #afde2dd6
-def _check(x, name, shape):
-    "Shape check with a readable message; `None` in `shape` matches any size."
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        exp = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {exp}, got {list(x.shape)}")
+from headbook.geometry.checks import check_tensor as _check
 
 # %% ../../nbs/02_geometry.cameras.ipynb #4484f18c
 def world_to_camera(X: Tensor,  # [B, N, 3] world points

@@ -14,13 +14,8 @@ __all__ = ['axis_angle_to_matrix', 'matrix_to_axis_angle', 'rotation_6d_to_matri
            'quaternion_to_matrix', 'matrix_to_quaternion', 'axis_angle_to_quaternion', 'quaternion_to_axis_angle']
 
 # %% ../../nbs/01_geometry.rotations.ipynb #bfdcbc8d
-def _check_last(x: Tensor, name: str, dims: tuple):
-    "Raise a readable error if the trailing dims of `x` are not `dims`."
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if tuple(x.shape[len(x.shape) - len(dims):]) != tuple(dims) or x.dim() < len(dims):
-        exp = "[..., " + ", ".join(map(str, dims)) + "]"
-        raise ValueError(f"{name} must have shape {exp}, got {list(x.shape)}")
+from headbook.geometry.checks import check_tensor
+_check_last = lambda x, name, dims: check_tensor(x, name, (..., *dims))
 
 def _skew(v: Tensor) -> Tensor:
     "Cross-product matrix [v]x of `v` [..., 3] -> [..., 3, 3]."

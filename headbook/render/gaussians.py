@@ -30,12 +30,7 @@ _ALPHA_MIN, _ALPHA_MAX, _T_MIN = 1 / 255, 0.999, 1e-4
 _EXTENT = math.sqrt(2 * math.log(255))   # surfel radius (in sigmas) beyond which alpha < 1/255
 _FILTER_REACH = math.sqrt(math.log(255))  # pixels beyond which the low-pass term is < 1/255
 
-def _check(x, name, shape):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        exp = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {exp}, got {list(x.shape)}")
+from headbook.geometry.checks import check_tensor as _check
 
 SH_C0, SH_C1 = 0.28209479177387814, 0.4886025119029199
 

@@ -53,12 +53,7 @@ def soft_settings(sigma: float = 1.0,          # pixels: width of the soft edge
     return RasterSettings(soft_sigma=sigma, faces_per_pixel=faces_per_pixel, **kw)
 
 # %% ../../nbs/21_render.mesh.ipynb #23ccb5aa
-def _check(x, name, shape, dims=None):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
-        exp = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {exp}, got {list(x.shape)}")
+from headbook.geometry.checks import check_tensor as _check
 
 def _pixels_to_ndc(uv: Tensor, image_size) -> Tensor:  # [..., 2] pixels -> [..., 2] PyTorch3D NDC
     H, W = image_size; s = min(H, W)
