@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from headbook.fit import FitConfig, PRESETS, fit_photometric, reconstruct
-from headbook.fit.photometric import synthetic_scene, neutral_vertex_error
+from headbook.data.scene import synthetic_scene
+from headbook.eval.vertex import neutral_vertex_error
 from headbook.models import load_head_model
 
 FAST = FitConfig(rigid_iters=10, full_iters=12, lr=0.01, lr_light=0.02, lr_camera=0.002, raster_every=4, progress=False)

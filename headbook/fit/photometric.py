@@ -16,14 +16,13 @@ from tqdm.auto import tqdm
 from ..geometry.cameras import (weak_perspective_project, ndc_to_pixels, project_points, intrinsics,
                                        weak_perspective_to_pinhole)
 from ..geometry.checks import check_tensor
-from ..geometry.mesh import vertex_normals
+from ..geometry.mesh import vertex_normals, uniform_laplacian, edge_faces
 from ..render.lighting import sh_shading, SH_CONSTANTS
 from ..render.mesh import (rasterize, RasterSettings, weak_perspective_to_ndc, pinhole_to_ndc,
                                   render_mesh, render_mesh_weak_perspective)
 
 # %% auto #0
-__all__ = ['PRESETS', 'FitConfig', 'FitResult', 'shade_pixels', 'SyntheticScene', 'synthetic_scene', 'neutral_vertex_error',
-           'fit_photometric']
+__all__ = ['PRESETS', 'FitConfig', 'FitResult', 'shade_pixels', 'fit_photometric']
 
 # %% ../../nbs/30_fit.photometric.ipynb #957cfc62
 @dataclass
@@ -159,94 +158,7 @@ def _shade_at(pix_to_face, bij, uv, colors, faces):  # `shade_pixels` at given p
     w = torch.stack([w0, w1, 1 - w0 - w1], -1)                                  # [N, 3]
     return (colors[b[:, None], f] * w[..., None]).sum(1)                        # [N, D]
 
-# %% ../../nbs/30_fit.photometric.ipynb #178e9f25
-@dataclass
-class SyntheticScene:
-    "Photos rendered from known parameters, for checking a fit."
-    images: Tensor       # [B, 3, S, S] in [0, 1]
-    landmarks68: Tensor  # [B, 68, 2] exact projected landmarks, pixels
-    masks: Tensor        # [B, 1, S, S] skin mask (landmark skin region ∩ rendered head)
-    params: dict         # shape, expression, global_pose, tex, sh [B, 9, 3], cam [B, 3]
-    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation of the photo would give)
-
-def synthetic_scene(model, batch: int = 1, seed: int = 0,
-                    yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg
-                    image_size: int = 224,
-                    shape_std: float = 1.0, expr_std: float = 0.5, tex_std: float = 0.5,
-                    same_identity: bool = False,  # every photo shows the first photo's identity (and albedo)
-                   ) -> SyntheticScene:
-    "Render `model` with random identity, expression, yaw, albedo and a random directional SH light."
-    from headbook.render.lighting import directional_sh
-    from headbook.landmarks import skin_mask
-    g = torch.Generator().manual_seed(seed)
-    B, S = batch, image_size
-    shape = torch.randn(B, model.n_shape, generator=g) * shape_std
-    if same_identity: shape = shape[:1].expand(B, -1).clone()
-    expr = torch.randn(B, model.n_expr, generator=g) * expr_std
-    yaw = (torch.rand(B, generator=g) * 2 - 1) * math.radians(yaw_deg)
-    gp = torch.stack([torch.zeros(B), yaw, torch.zeros(B)], -1)
-    d = torch.randn(B, 3, generator=g); d[:, 2] = d[:, 2].abs() + 1                   # light from the front hemisphere
-    sh = directional_sh(d, 0.8, 0.5)
-    cam = torch.tensor([[5.0, 0.0, 0.02]]).expand(B, 3).clone()
-    with torch.no_grad():
-        out = model(shape=shape, expression=expr, global_pose=gp)
-        if model.albedo_basis is not None:
-            tex = torch.randn(B, model.albedo_basis.shape[-1], generator=g) * tex_std
-            if same_identity: tex = tex[:1].expand(B, -1).clone()
-            alb = (model.albedo_mean + torch.einsum("vca,ba->bvc", model.albedo_basis, tex)).clamp(0, 1)
-        else:   # no albedo space (ICT): a random smooth skin albedo, a base colour plus four low-frequency waves
-            tex, X = None, model.v_template                                        # [V, 3] metres
-            base = torch.tensor([0.62, 0.46, 0.38]) * (0.8 + 0.4 * torch.rand(B, 1, 1, generator=g))
-            freq = torch.randn(B, 4, 3, generator=g) * (2 * math.pi / 0.2)         # wavelengths of about 20 cm
-            phase = torch.rand(B, 4, 1, generator=g) * 2 * math.pi
-            amp = torch.randn(B, 4, 3, generator=g) * 0.05 * tex_std / 0.5          # [B, 4 waves, 3 channels]
-            waves = torch.cos(torch.einsum("vc,bkc->bkv", X, freq) + phase)          # [B, 4, V]
-            alb = (base + torch.einsum("bkv,bkc->bvc", waves, amp)).clamp(0, 1)
-            if same_identity: alb = alb[:1].expand(B, -1, -1).clone()
-        r = render_mesh_weak_perspective(out.vertices, model.faces, cam, (S, S), albedo=alb, sh=sh)
-        lm = ndc_to_pixels(weak_perspective_project(out.landmarks, cam), (S, S))
-        skin = torch.stack([torch.from_numpy(skin_mask(lm[b], (S, S))) for b in range(B)])[:, None].float()
-    params = dict(shape=shape, expression=expr, global_pose=gp, sh=sh, cam=cam)
-    if tex is not None: params["tex"] = tex
-    return SyntheticScene(r.image.clamp(0, 1), lm, skin * r.mask, params, r.mask)
-
-def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
-                         shape_gt: Tensor,          # [B, S''] true identity
-                         region: Tensor | str | None = None,  # [V] bool mask, "now" (NoW's face crop of each true head) or None (whole head)
-                        ) -> Tensor:  # [B] median vertex distance in mm after a similarity alignment
-    "Compare neutral (zero expression and pose) heads after the best similarity transform (NoW's `procrustes`)."
-    from headbook.eval.now import procrustes, crop_face
-    from headbook.landmarks import IBUG68_TO_NOW7
-    with torch.no_grad():
-        a = model(shape=shape_fit).vertices.double().cpu().numpy()
-        gt = model(shape=shape_gt)
-        b, lm = gt.vertices.double().cpu().numpy(), gt.landmarks.double().cpu().numpy()
-    V = a.shape[1]
-    if region is None: masks = [np.ones(V, bool)] * len(a)
-    elif isinstance(region, str):
-        if region != "now": raise ValueError(f"region must be a [V] bool mask, 'now' or None, got {region!r}")
-        # NoW's crop (eval.now.crop_face: a ball around the face from the 7 landmarks) of each true neutral head
-        masks = [np.isin(np.arange(V), crop_face(y * 1000, l[IBUG68_TO_NOW7] * 1000).vertex_ids) for y, l in zip(b, lm)]
-    else:
-        r = torch.as_tensor(region, dtype=torch.bool).cpu().numpy()
-        if r.shape != (V,): raise ValueError(f"region must be a bool mask [{V}], got {list(r.shape)}")
-        masks = [r] * len(a)
-    out = []
-    for x, y, m in zip(a, b, masks):
-        T = procrustes(x[m], y[m], reflection=False)
-        out.append(float(np.median(np.linalg.norm(T(x[m]) - y[m], axis=-1)) * 1000))
-    return torch.tensor(out)
-
 # %% ../../nbs/30_fit.photometric.ipynb #59ab66c9
-def _laplacian(faces: Tensor, V: int) -> Tensor:  # sparse [V, V]: I - D^-1 A (uniform weights)
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
-    e = torch.unique(torch.cat([e, e.flip(1)]), dim=0)
-    deg = torch.bincount(e[:, 0], minlength=V).clamp_min(1).to(torch.float32)
-    A = torch.sparse_coo_tensor(e.T, 1.0 / deg[e[:, 0]], (V, V), check_invariants=False)
-    I = torch.sparse_coo_tensor(torch.arange(V).expand(2, V), torch.ones(V), (V, V), check_invariants=False)
-    return (I - A).coalesce()
-
-
 def _check_finite(losses: dict, stage: str, step: int):
     for k, v in losses.items():
         if not torch.isfinite(v).all():
@@ -270,19 +182,9 @@ def _outline_distance(head_masks):  # [B, 1, H, W] -> [B, 1, H, W] distance in p
         out.append(np.where(m, distance_transform_edt(m), distance_transform_edt(~m)) - 0.5)
     return torch.tensor(np.stack(out))[:, None].to(head_masks)
 
-def _edge_faces(faces):  # [E, 2] the two faces of each interior edge
-    F_ = faces.shape[0]
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
-    fid = torch.arange(F_, device=faces.device).repeat(3)
-    key = e[:, 0] * (faces.max() + 1) + e[:, 1]
-    order = key.argsort(); key, fid, e = key[order], fid[order], e[order]
-    same = key[1:] == key[:-1]
-    i = same.nonzero()[:, 0]
-    return e[i], torch.stack([fid[i], fid[i + 1]], 1)
-
 def _outer_silhouette(uv: Tensor,      # [B, V, 2] projected vertices, pixels
                       faces: Tensor,   # [F, 3]
-                      edges: Tensor, efaces: Tensor,  # [E, 2] interior edges and their two faces (`_edge_faces`)
+                      edges: Tensor, efaces: Tensor,  # [E, 2] interior edges and their two faces (`geometry.mesh.edge_faces`)
                       p2f: Tensor,     # [B, H, W] packed face ids of the front surface (-1: empty)
                      ) -> Tensor:      # [B, V] bool: vertices on the outer silhouette
     "Vertices of edges between a front- and a back-facing triangle that project within 2 px of an uncovered pixel."
@@ -469,7 +371,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     if has_basis: P["tex"] = z(model.albedo_basis.shape[-1])
     else:
         P["albedo"] = torch.full((B, model.n_verts, 3), 0.6, dtype=dt, device=dev, requires_grad=True)
-        lap = _laplacian(faces.cpu(), model.n_verts).to(dev)
+        lap = uniform_laplacian(faces.cpu(), model.n_verts).to(dev)
     cam = _Camera(cfg.camera, B, H, W, cfg.focal, dt, dev)
     with torch.no_grad():
         cam.init_from_landmarks(model().landmarks[:, 17:].expand(B, -1, -1), landmarks68[:, 17:])
@@ -524,7 +426,7 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     p2f = None
     if cfg.w_silhouette > 0:
         odist = _outline_distance(head_masks)
-        edges, efaces = _edge_faces(faces)
+        edges, efaces = edge_faces(faces)
     raster = lambda v: rasterize(cam.ndc(v.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]   # [B, H, W] front face ids
 
     def terms(P, p2f):  # the full-stage energy's terms, per photo: name -> [B]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from ..geometry.rotations import rotation_6d_to_matrix, matrix_to_axis_angle, quaternion_to_matrix
 from ..geometry.cameras import project_points
-from ..geometry.mesh import barycentric_interpolate, sample_points, face_areas
+from ..geometry.mesh import barycentric_interpolate, sample_points, face_areas, mesh_edges
 from ..render.lighting import sh_shading
 from ..render.gaussians import rasterize_2dgs
 from ..render.rig import GaussianBinding, rig_gaussians, triangle_size
@@ -127,12 +127,9 @@ class CNNEncoder(nn.Module):
 
 # %% ../../nbs/40_sheap.model.ipynb #bb202ba1
 def _edges(faces: Tensor, V: int) -> tuple[Tensor, Tensor, Tensor]:  # src [E], dst [E], weight [E]
-    "Directed edges of a triangle mesh with weights 1/degree(dst): a row-normalised adjacency as dense index tensors (DDP broadcasts no sparse buffers)."
-    f = faces.long()
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
-    e = torch.cat([e, e.flip(1)], 0).unique(dim=0)
-    deg = torch.bincount(e[:, 0], minlength=V).clamp_min(1).float()
-    return e[:, 1], e[:, 0], 1.0 / deg[e[:, 0]]
+    "The row-normalised adjacency (weights 1/degree(dst)) as dense index tensors: DDP broadcasts no sparse buffers."
+    e, deg = mesh_edges(faces, V)
+    return e[:, 1], e[:, 0], 1.0 / deg.clamp_min(1).float()[e[:, 0]]
 
 # %% ../../nbs/40_sheap.model.ipynb #67a52804
 @dataclass
