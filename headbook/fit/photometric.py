@@ -42,19 +42,24 @@ class FitConfig:
     w_pose_reg: float = 0.0         # ½‖θ‖² on jaw, neck and eye poses (seed: 0)
     w_tex_reg: float = 1e-4         # ½‖α‖² on albedo coefficients (not in the seed, which has none)
     w_albedo_smooth: float = 10.0   # Laplacian prior on a free per-vertex albedo (models without an albedo basis)
-    camera: str = "weak"            # "weak" (DECA's s, tx, ty) or "perspective" (pinhole, fixed focal, free translation)
+    # "weak" (DECA's s, tx, ty) or "perspective" (pinhole, fixed focal, free translation)
+    camera: str = "weak"
     focal: float = 5.0              # perspective: focal length in units of the image size (fx = focal * W; ~11° FOV)
     raster_every: int = 1           # re-rasterise every k full-stage steps (barycentrics are recomputed every step)
     image_size: int = 224           # side of the square images the fit expects (seed: 224)
     progress: bool = True           # tqdm progress bars
     lr_shape: float | None = None   # Adam learning rate for the identity β (None: `lr`)
-    lr_final: float = 1.0           # full stage: cosine decay of every learning rate to this fraction of it (1: constant, as the seed)
+    # full stage: cosine decay of every learning rate to this fraction of it (1: constant, as the seed)
+    lr_final: float = 1.0
     refine_iters: int = 0           # stage 3: Levenberg-Marquardt steps on the same energy (0: none, as the seed)
-    refine_eps: float = 0.005       # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
+    # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
+    refine_eps: float = 0.005
     shared_identity: bool = False   # the batch is one person: one β for all photos (its prior counted once)
-    scale_starts: tuple = (1.0,)    # multi-start: the full stage starts from the rigid camera scale × each factor; the lowest energy after
+    # multi-start: the full stage starts from the rigid camera scale × each factor; the lowest energy after
+    scale_starts: tuple = (1.0,)
     screen_iters: int = 50          #   `screen_iters` steps goes on (per photo; one for all with a shared identity)
-    w_silhouette: float = 0.0       # head outline: mean distance of the mesh's outer silhouette vertices to the outline of `head_masks`
+    # head outline: mean distance of the mesh's outer silhouette vertices to the outline of `head_masks`
+    w_silhouette: float = 0.0
 
 PRESETS = {
     "smoke": FitConfig(rigid_iters=30, full_iters=40, lr=0.01, lr_light=0.02, lr_camera=0.002),
@@ -64,38 +69,45 @@ PRESETS = {
                           lr_final=0.05, refine_iters=6, w_shape_reg=1e-6, w_expr_reg=1e-6, w_tex_reg=1e-6,
                           w_albedo_smooth=1e4, scale_starts=(0.85, 0.93, 1.0, 1.08, 1.17)),
 }
-PRESETS["outline"] = replace(PRESETS["accurate"], w_silhouette=1.0)   # needs head masks: the photometric support and the outline
+# needs head masks: the photometric support and the outline
+PRESETS["outline"] = replace(PRESETS["accurate"], w_silhouette=1.0)
 
 # %% ../../nbs/30_fit.photometric.ipynb #906b9fb1
 @dataclass
 class FitResult:
     "What `fit_photometric` returns (batch-first tensors, detached, on the images' device)."
-    parameters: dict        # name -> [B, k] tensors: shape, expression, global_pose, jaw_pose, eye poses, (eyelids, tex), camera
+    # name -> [B, k] tensors: shape, expression, global_pose, jaw_pose, eye poses, (eyelids, tex), camera
+    parameters: dict
     vertices: Tensor        # [B, V, 3] fitted mesh, model frame, metres
     landmarks2d: Tensor     # [B, 68, 2] fitted landmarks, pixels of the fitted images
     albedo: Tensor          # [B, V, 3] per-vertex albedo in [0, 1]
     sh: Tensor              # [B, 9, 3] SH light (world frame, DECA order)
-    camera: dict            # "model": "weak"|"perspective"; "cam" [B, 3] or "translation" [B, 3]; and K, R, t [B,3,3],[B,3,3],[B,3]
+    # "model": "weak"|"perspective"; "cam" [B, 3] or "translation" [B, 3]; and K, R, t [B,3,3],[B,3,3],[B,3]
+    camera: dict
     render: Tensor          # [B, 3, H, W] final shaded render (black background)
     render_mask: Tensor     # [B, 1, H, W] coverage of the final render
     history: dict           # stage ("rigid", "full", "refine") -> list of {term: value} per step
     timings: dict           # seconds: "rigid", "full", "refine", "total"; "rigid_per_iter", "full_per_iter"
-    energy: Tensor | None = None  # [B] the full-stage energy of each photo at the result (a shared β's prior split evenly)
+    # [B] the full-stage energy of each photo at the result (a shared β's prior split evenly)
+    energy: Tensor | None = None
 
 # %% ../../nbs/30_fit.photometric.ipynb #32db88a4
 def _check_tensor(x, name, shape, lo=None, hi=None):
     return check_tensor(x, name, shape, floating=True, finite=True, lo=lo, hi=hi)
 
 class _Camera:
-    "The camera model being fitted: weak perspective (s, tx, ty) or a pinhole with fixed K and R; its [B, 3] parameter is passed in."
+    ("The camera model being fitted: weak perspective (s, tx, ty) or a pinhole with fixed K and R; its [B, 3] "
+     "parameter is passed in.")
     def __init__(self, kind, B, H, W, focal, dtype, device):
-        if kind not in ("weak", "perspective"): raise ValueError(f"camera must be 'weak' or 'perspective', got {kind!r}")
+        if kind not in ("weak", "perspective"):
+            raise ValueError(f"camera must be 'weak' or 'perspective', got {kind!r}")
         self.kind, self.size = kind, (H, W)
         self.R = torch.diag(torch.tensor([1., -1., -1.], dtype=dtype, device=device)).expand(B, 3, 3).contiguous()
         self.K = intrinsics(focal * W, (H, W), B).to(dtype=dtype, device=device)
         self.key = "cam" if kind == "weak" else "translation"             # the parameter's name in FitResult
 
-    def from_landmarks(self, X: Tensor, uv: Tensor) -> Tensor:  # X [B, L, 3] model landmarks, uv [B, L, 2] pixels -> [B, 3]
+    # X [B, L, 3] model landmarks, uv [B, L, 2] pixels -> [B, 3]
+    def from_landmarks(self, X: Tensor, uv: Tensor) -> Tensor:
         "The camera parameter that puts the landmarks' centroid and rms radius where the detected ones are."
         H, W = self.size
         Xc, uc = X.mean(1), uv.mean(1)                                           # [B, 3], [B, 2]
@@ -146,7 +158,8 @@ def shade_pixels(pix_to_face: Tensor,  # [B, H, W] packed face ids b*F+f of the 
     b, i, j = select.nonzero(as_tuple=True)
     return _shade_at(pix_to_face, (b, i, j), uv, colors, faces), (b, i, j)
 
-def _shade_at(pix_to_face, bij, uv, colors, faces):  # `shade_pixels` at given pixel indices (no data-dependent shapes: vmap-safe)
+# `shade_pixels` at given pixel indices (no data-dependent shapes: vmap-safe)
+def _shade_at(pix_to_face, bij, uv, colors, faces):
     b, i, j = bij
     Fn = faces.shape[0]
     f = faces[pix_to_face[b, i, j] - b * Fn]                                   # [N, 3] vertex ids
@@ -164,11 +177,13 @@ def _shade_at(pix_to_face, bij, uv, colors, faces):  # `shade_pixels` at given p
 def _check_finite(losses: dict, stage: str, step: int):
     for k, v in losses.items():
         if not torch.isfinite(v).all():
-            raise FloatingPointError(f"fit_photometric: the loss term '{k}' became {float(v.detach())} at {stage} stage "
+            raise FloatingPointError(f"fit_photometric: the loss term '{k}' became {float(v.detach())} "
+                                     f"at {stage} stage "
                                      f"step {step}; lower the learning rate or check the inputs (landmarks, masks)")
 
 def _residual(pred: Tensor, target: Tensor) -> Tensor:
-    "Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond it."
+    ("Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond "
+     "it.")
     r = pred - target
     return torch.where(target >= 0.999, r.clamp(max=0), torch.where(target <= 0.001, r.clamp(min=0), r))
 
@@ -188,7 +203,8 @@ class _Problem:
     outside: Tensor        # [B] masked L1 of the photo: what an empty render costs
     sel_mask: Tensor       # [B, H, W] bool: the pixels that may be shaded
     lap: Tensor | None     # sparse [V, V] Laplacian for a free per-vertex albedo (None: the model's albedo basis)
-    outline: tuple | None  # (interior edges [E, 2], their faces [E, 2], outline distance [B, 1, H, W]) for `w_silhouette`
+    # (interior edges [E, 2], their faces [E, 2], outline distance [B, 1, H, W]) for `w_silhouette`
+    outline: tuple | None
 
     @property
     def B(self): return self.images.shape[0]
@@ -197,9 +213,11 @@ class _Problem:
 
 def _problem(images, landmarks68, masks, model, cfg, head_masks) -> _Problem:
     B, _, H, W = images.shape
-    lap = None if model.albedo_basis is not None else uniform_laplacian(model.faces.cpu(), model.n_verts).to(images.device)
+    lap = (None if model.albedo_basis is not None
+           else uniform_laplacian(model.faces.cpu(), model.n_verts).to(images.device))
     outline = ((*edge_faces(model.faces), mask_distance(head_masks, "outline")) if cfg.w_silhouette > 0 else None)
-    return _Problem(model, images, landmarks68, masks, cfg, _Camera(cfg.camera, B, H, W, cfg.focal, images.dtype, images.device),
+    cam = _Camera(cfg.camera, B, H, W, cfg.focal, images.dtype, images.device)
+    return _Problem(model, images, landmarks68, masks, cfg, cam,
                     (images.abs() * masks).sum((1, 2, 3)), masks[:, 0] > 0.5, lap, outline)
 
 def _forward(pb: _Problem, Q: dict):
@@ -235,7 +253,8 @@ def _visibility(pb: _Problem, uv: Tensor, p2f: Tensor) -> _Visibility:  # uv [B,
     return _Visibility((b, i, j), covered, keep)
 
 def _residuals(pb: _Problem, Q: dict, p2f: Tensor, vis: _Visibility | None = None):
-    "Landmark offsets [B, 68, 2] px, photometric residuals [N, 3], outline distances [B, V] px (or None), and the visibility."
+    ("Landmark offsets [B, 68, 2] px, photometric residuals [N, 3], outline distances [B, V] px (or None), and the "
+     "visibility.")
     out = _forward(pb, Q)
     faces = pb.model.faces
     d = pb.cam.pixels(out.landmarks, Q["cam"]) - pb.landmarks68
@@ -263,7 +282,8 @@ def _energy_terms(pb: _Problem, Q: dict, res) -> dict:  # name -> [B]
     T["shape_reg"] = cfg.w_shape_reg * Q["shape"].pow(2).sum(1).expand(B) / 2 / (B if pb.shared else 1)
     T["expression_reg"] = cfg.w_expr_reg * Q["expression"].pow(2).sum(1) / 2
     if cfg.w_pose_reg:
-        T["pose_reg"] = cfg.w_pose_reg * sum(Q[n].pow(2).sum(1) for n in ("jaw_pose", "left_eye_pose", "right_eye_pose")) / 2
+        poses = ("jaw_pose", "left_eye_pose", "right_eye_pose")
+        T["pose_reg"] = cfg.w_pose_reg * sum(Q[n].pow(2).sum(1) for n in poses) / 2
     if pb.lap is None: T["tex_reg"] = cfg.w_tex_reg * Q["tex"].pow(2).sum(1) / 2
     else:
         La = torch.stack([torch.sparse.mm(pb.lap, Q["albedo"][bb]) for bb in range(B)])
@@ -277,7 +297,8 @@ def _energy(pb: _Problem, Q: dict, p2f: Tensor | None = None) -> Tensor:  # [B]
 
 # %% ../../nbs/30_fit.photometric.ipynb #0b8dbf48
 class _LMLayout:
-    "The LM stage's parameter vector θ [B, n]: the model's coordinates, the camera (3) and the light (27); a free albedo stays fixed."
+    ("The LM stage's parameter vector θ [B, n]: the model's coordinates, the camera (3) and the light (27); a free "
+     "albedo stays fixed.")
     def __init__(self, pb: _Problem, Q: dict):
         cfg = pb.cfg
         self.names = [k for k in Q if k not in ("albedo", "cam", "sh")]
@@ -290,13 +311,15 @@ class _LMLayout:
         self.sidx = torch.arange(s0, s0 + S, device=dev)                            # identity coordinates
         self.oidx = torch.cat([torch.arange(0, s0), torch.arange(s0 + S, n)]).to(dev)
         # the energy's quadratic priors per coordinate (½ w θ²); a shared β's prior is split evenly over the photos
-        self.reg = torch.cat([torch.full((sz,), w.get(k, 0.0) / (pb.B if k == "shape" and pb.shared else 1), dtype=dt, device=dev)
+        split = lambda k: pb.B if k == "shape" and pb.shared else 1
+        self.reg = torch.cat([torch.full((sz,), w.get(k, 0.0) / split(k), dtype=dt, device=dev)
                               for k, sz in zip(self.names, self.sizes[:-2])] + [torch.zeros(30, dtype=dt, device=dev)])
         self.n = n
 
     def pack(self, Q: dict) -> Tensor:  # [B, n]
         B = Q["cam"].shape[0]
-        return torch.cat([Q[k].detach().expand(B, -1) for k in self.names] + [Q["cam"].detach(), Q["sh"].detach().reshape(B, 27)], 1)
+        model = [Q[k].detach().expand(B, -1) for k in self.names]
+        return torch.cat(model + [Q["cam"].detach(), Q["sh"].detach().reshape(B, 27)], 1)
 
     def unpack(self, th: Tensor) -> dict:
         parts = torch.split(th, self.sizes, dim=1)
@@ -308,9 +331,9 @@ def _lm_system(pb: _Problem, lay: _LMLayout, theta: Tensor, p2f: Tensor, tangent
     "Gauss–Newton normal equations A [B, n, n], g [B, n] of the IRLS form of the energy at θ (forward-mode Jacobians)."
     cfg, (H, W), B = pb.cfg, pb.cam.size, pb.B
     with torch.no_grad(): d0, r0, s0, vis = _residuals(pb, lay.unpack(theta), p2f)
-    f = lambda t: _residuals(pb, lay.unpack(t), p2f, vis)[:3]
-    Jd, Jr, Js = torch.func.vmap(lambda v: torch.func.jvp(lambda t: tuple(x if x is not None else t[:, :1] * 0 for x in f(t)),
-                                                        (theta,), (v,))[1])(tangents)
+    # the residuals' Jacobian, one tangent per parameter (no outline term: a zero column stands in for it)
+    f = lambda t: tuple(x if x is not None else t[:, :1] * 0 for x in _residuals(pb, lay.unpack(t), p2f, vis)[:3])
+    Jd, Jr, Js = torch.func.vmap(lambda v: torch.func.jvp(f, (theta,), (v,))[1])(tangents)
     b, i, j = vis.bij
     c_l, c_p = cfg.w_lmk * 2.0 / (W * 68), cfg.w_pho / (3 * H * W)
     wl = (c_l / d0.norm(dim=-1).clamp_min(0.05)).repeat_interleave(2, 1)   # [B, 136] IRLS: |d| ≈ d²/2|d0|
@@ -324,7 +347,8 @@ def _lm_system(pb: _Problem, lay: _LMLayout, theta: Tensor, p2f: Tensor, tangent
         A[k] += (Jk * wk) @ Jk.T
         g[k] += Jk @ (wk * r0[rows].reshape(-1))
     if s0 is not None:                                                      # outline rows: IRLS form of the distance
-        ws = cfg.w_silhouette * 2.0 / W * vis.keep / vis.keep.sum(1, keepdim=True).clamp_min(1) / s0.abs().clamp_min(0.25)
+        ws = cfg.w_silhouette * 2.0 / W * vis.keep / vis.keep.sum(1, keepdim=True).clamp_min(1)
+        ws = ws / s0.abs().clamp_min(0.25)                                  # [B, V]
         Js = Js.permute(1, 0, 2)                                            # [B, n, V]
         A += torch.einsum("bnv,bmv->bnm", Js * ws[:, None], Js)
         g += torch.einsum("bnv,bv->bn", Js * ws[:, None], s0)
@@ -346,7 +370,8 @@ def _joint_step(lay: _LMLayout, Ad: Tensor, g: Tensor) -> Tensor:  # [B, n]
     return delta
 
 def _lm_refine(pb: _Problem, Q: dict) -> list:
-    "Levenberg–Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates the tensors of `Q` in place."
+    ("Levenberg–Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates the tensors of `Q` in "
+     "place.")
     lay = _LMLayout(pb, Q)
     theta = lay.pack(Q)
     lam = torch.full((pb.B,), 1e-3, dtype=theta.dtype, device=theta.device)
@@ -362,7 +387,8 @@ def _lm_refine(pb: _Problem, Q: dict) -> list:
                 D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))             # (diagonal 0) get a floor, not a singular A
                 Ad = A + lam[:, None, None] * torch.diag_embed(D)
                 delta = _joint_step(lay, Ad, g) if pb.shared else -torch.linalg.solve(Ad, g)
-                e1 = _energy(pb, lay.unpack(theta + delta))                 # re-rasterised at the trial (its own camera)
+                # re-rasterised at the trial (its own camera)
+                e1 = _energy(pb, lay.unpack(theta + delta))
                 ok = torch.isfinite(e1) & (e1 < e0)
                 if pb.shared:                                               # all or none, on the joint energy
                     ok = ok.new_full((pb.B,), bool(torch.isfinite(e1).all() and e1.sum() < e0.sum()))
@@ -390,7 +416,8 @@ def _start(pb: _Problem, init: dict | None) -> dict:
         Q["cam"] = pb.cam.from_landmarks(model().landmarks[:, 17:].expand(B, -1, -1), pb.landmarks68[:, 17:])
         for k, v in (init or {}).items():
             if k in Q and k not in ("albedo", "cam"):                                  # truncated to the fitted modes
-                Q[k][:, :v.shape[1]] = v[:Q[k].shape[0], :Q[k].shape[1]].to(Q[k])    # (shared identity: the first photo's)
+                # (shared identity: the first photo's)
+                Q[k][:, :v.shape[1]] = v[:Q[k].shape[0], :Q[k].shape[1]].to(Q[k])
             elif k in ("cam", "translation"): Q["cam"].copy_(v)
             elif k == "albedo" and "albedo" in Q: Q["albedo"].copy_(v)
             elif k not in ("sh", "albedo"): raise ValueError(f"init: unknown parameter {k!r}")
@@ -448,7 +475,8 @@ def _fresh(Q: dict) -> dict:  # a detached copy to optimise from
     return {k: v.detach().clone().requires_grad_(True) for k, v in Q.items()}
 
 def _screen(pb: _Problem, Q: dict, init: dict | None) -> tuple[dict, dict]:
-    "Multi-start: a short full stage from each camera scale of `scale_starts`; per photo (or jointly) the lowest energy goes on."
+    ("Multi-start: a short full stage from each camera scale of `scale_starts`; per photo (or jointly) the lowest "
+     "energy goes on.")
     cfg, B = pb.cfg, pb.B
     runs = []
     for m in cfg.scale_starts:
@@ -487,11 +515,13 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
                     masks: Tensor,        # [B, 1, H, W] skin mask in {0, 1} (the photometric term's support)
                     model,                # a `headbook.models.FLAME` head model
                     config: FitConfig | None = None,
-                    init: dict | None = None,  # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation",
+                    # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation",
+                    init: dict | None = None,
                                                # "sh" [B, 9, 3], "albedo" [B, V, 3])
                     head_masks: Tensor | None = None,  # [B, 1, H, W] the whole head in {0, 1}, for `w_silhouette`
                    ) -> FitResult:
-    "Fit FLAME shape, expression, pose, albedo, SH light and camera to photos: rigid stage, full stage, optional LM refinement."
+    ("Fit FLAME shape, expression, pose, albedo, SH light and camera to photos: rigid stage, full stage, optional LM "
+     "refinement.")
     cfg = config or FitConfig()
     _check_tensor(images, "images", (None, 3, None, None), 0.0, 1.0)
     B, _, H, W = images.shape
@@ -511,7 +541,8 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     timings["rigid"] = time.perf_counter() - t0
     if len(cfg.scale_starts) > 1 and cfg.full_iters > 0:
         Q, info = _screen(pb, Q, init)
-        history["screen"], history["screen_choice"], timings["screen"] = info["screen"], info["screen_choice"], info["seconds"]
+        history["screen"], history["screen_choice"] = info["screen"], info["screen_choice"]
+        timings["screen"] = info["seconds"]
     else: Q["sh"] = _light(pb, Q, init)
     t0 = time.perf_counter()
     history["full"] = _full_stage(pb, Q, cfg.full_iters, cfg.lr_final)

@@ -18,7 +18,8 @@ __all__ = ['mask_distance', 'sample_map', 'outer_silhouette']
 
 # %% ../../nbs/21a_render.silhouette.ipynb #ff0b76e5
 def mask_distance(masks: Tensor,          # [B, 1, H, W] in {0, 1}
-                  to: str = "outline",    # "outline": |distance to the boundary| - 0.5 both sides; "mask": 0 inside, distance outside
+                  # "outline": |distance to the boundary| - 0.5 both sides; "mask": 0 inside, distance outside
+                  to: str = "outline",
                  ) -> Tensor:             # [B, 1, H, W] pixels
     "Euclidean distance transform of a mask (scipy), as the two kinds the book's silhouette terms read."
     from scipy.ndimage import distance_transform_edt
@@ -34,7 +35,8 @@ def mask_distance(masks: Tensor,          # [B, 1, H, W] in {0, 1}
 def sample_map(dist: Tensor,  # [B, 1, H, W] a per-pixel map (e.g. `mask_distance`)
                uv: Tensor,    # [B, N, 2] points, pixels
               ) -> Tensor:    # [B, N] the map at the points
-    "Bilinear lookup at pixel coordinates (centres at +0.5, clamped to the border), differentiable in `uv` (forward mode too)."
+    ("Bilinear lookup at pixel coordinates (centres at +0.5, clamped to the border), differentiable in `uv` (forward "
+     "mode too).")
     B, _, H, W = dist.shape
     x, y = (uv[..., 0] - 0.5).clamp(0, W - 1), (uv[..., 1] - 0.5).clamp(0, H - 1)
     x0, y0 = x.detach().floor().clamp(max=W - 2), y.detach().floor().clamp(max=H - 2)
@@ -57,13 +59,15 @@ def outer_silhouette(uv: Tensor,      # [B, V, 2] projected vertices, pixels
         a, c = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
         area = a[..., 0] * c[..., 1] - a[..., 1] * c[..., 0]                  # [B, F] signed screen area
         seen = torch.zeros(B * faces.shape[0], dtype=uv.dtype, device=uv.device)
-        seen[p2f[p2f >= 0]] = 1.0                                             # triangles that win a pixel face the camera:
+        # triangles that win a pixel face the camera:
+        seen[p2f[p2f >= 0]] = 1.0
         front = area * torch.sign((area * seen.view(B, -1)).sum(1, keepdim=True)) > 0   # their sign is "front"
         sil = front[:, efaces[:, 0]] != front[:, efaces[:, 1]]                # [B, E]
         on = torch.zeros(B, V, dtype=torch.bool, device=uv.device)
         bi, ei = sil.nonzero(as_tuple=True)
         on[bi, edges[ei, 0]] = True; on[bi, edges[ei, 1]] = True
-        near_empty = F.max_pool2d((p2f < 0).to(uv.dtype)[:, None], 5, 1, 2)[:, 0] > 0   # within 2 px of an uncovered pixel
+        # within 2 px of an uncovered pixel
+        near_empty = F.max_pool2d((p2f < 0).to(uv.dtype)[:, None], 5, 1, 2)[:, 0] > 0
         px = uv.round().long()
         inside = (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
         bb = torch.arange(B, device=uv.device)[:, None].expand(B, V)
