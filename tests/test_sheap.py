@@ -7,7 +7,8 @@ from torch import nn
 from headbook.data.video import VideoFrames, write_synthetic_videos, SyntheticVideoSpec
 from headbook.sheap import load_sheap_model
 from headbook.sheap.model import SHeaP, PARAM_KEYS, SEED_KEYS, reanimate, render_gaussians
-from headbook.sheap.losses import photometric_loss, landmark_loss, ssim_map
+from headbook.sheap.losses import photometric_loss, landmark_loss
+from headbook.eval.image import ssim_map
 from headbook.sheap.train import SHeaPStep, sheap_config, train_sheap, PRESETS
 from headbook.train.loop import read_metrics
 

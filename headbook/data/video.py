@@ -78,47 +78,14 @@ def sample_video_params(model, spec: SyntheticVideoSpec, g: torch.Generator) -> 
 
 # %% ../../nbs/15_data.video.ipynb #0ff31ebf
 def _albedo(model, g: torch.Generator, spec: SyntheticVideoSpec) -> Tensor:  # [V, 3]
+    from headbook.data.scene import albedo_from_space
     V = model.n_verts
     if model.albedo_mean is not None:
-        a = model.albedo_mean.clone()
-        if model.albedo_basis is not None:
-            a = a + torch.einsum("vck,k->vc", model.albedo_basis, spec.albedo_std * torch.randn(model.albedo_basis.shape[-1], generator=g))
-        return a.clamp(0.02, 1.0)
+        if model.albedo_basis is None: return model.albedo_mean.clone().clamp(0.02, 1.0)
+        K = model.albedo_basis.shape[-1]
+        return albedo_from_space(model.albedo_mean, model.albedo_basis, spec.albedo_std * torch.randn(K, generator=g)).clamp(0.02, 1.0)
     tone = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.5 * torch.rand(1, generator=g))     # no albedo space (ICT): a skin tone
     return (tone + 0.03 * torch.randn(1, 3, generator=g)).clamp(0.02, 1.0).expand(V, 3).clone()
-
-def _light(g: torch.Generator) -> Tensor:  # [1, 9, 3]
-    from headbook.render.lighting import directional_sh
-    d = torch.randn(1, 3, generator=g); d[:, 2] = d[:, 2].abs() + 0.8              # from the camera's side
-    tint = 1 + 0.1 * torch.randn(1, 3, generator=g)
-    return directional_sh(d, color=(0.5 + 0.4 * torch.rand(1, 1, generator=g)) * tint, ambient=0.35 + 0.3 * torch.rand(1, 1, generator=g))
-
-def _background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S]
-    c0, c1 = torch.rand(3, generator=g), torch.rand(3, generator=g)
-    ramp = torch.linspace(0, 1, S)
-    ang = torch.rand(1, generator=g) * 2 * math.pi
-    r = (torch.cos(ang) * ramp[None, :] + torch.sin(ang) * ramp[:, None]) / 2 + 0.5   # [S, S]
-    return c0[:, None, None] * (1 - r) + c1[:, None, None] * r
-
-def _crop_boxes(uv: Tensor, face_frac: float, jitter: float, g: torch.Generator) -> Tensor:  # [B, 3] cx, cy, side
-    "Square crops around the landmarks' boxes: centred, side = the box's longer side / face_frac (jittered)."
-    lo, hi = uv.min(1).values, uv.max(1).values
-    c, side = (lo + hi) / 2, (hi - lo).max(-1).values / face_frac
-    if jitter > 0:
-        B = uv.shape[0]
-        side = side * torch.exp(jitter * (2 * torch.rand(B, generator=g) - 1))
-        c = c + jitter * side[:, None] * (2 * torch.rand(B, 2, generator=g) - 1)
-    return torch.cat([c, side[:, None]], -1)
-
-def _crop(x: Tensor, cx: float, cy: float, side: float, out: int) -> Tensor:  # [C, H, W] -> [C, out, out]
-    "The square (cx, cy, side) of x (pixels; edge pixels repeat outside), sampled at its own resolution, then resized with antialiasing."
-    C, H, W = x.shape
-    n = max(out, int(math.ceil(side)))
-    xs = (cx + (torch.arange(n) + 0.5 - n / 2) * side / n) / W * 2 - 1
-    ys = (cy + (torch.arange(n) + 0.5 - n / 2) * side / n) / H * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(x)
-    y = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return F.interpolate(y, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
 
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
@@ -129,6 +96,8 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
                           seed: int = 0, batch: int = 8) -> Path:
     "Render one synthetic video of `model` (a FLAME layer) into `root/name/` in the frame-folder layout."
     from headbook.render.mesh import render_mesh
+    from headbook.landmarks.crop import crop_boxes, crop_tensor
+    from headbook.data.scene import random_light, random_background
     spec = spec or SyntheticVideoSpec()
     g = torch.Generator().manual_seed(seed)
     d = Path(root) / name
@@ -136,7 +105,9 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
     S, T = spec.image_size, spec.n_frames
     Rn = spec.render_size or (2 * S if spec.crop_face > 0 else S)          # side of the render
     p = sample_video_params(model, spec, g)
-    albedo, sh, bg = _albedo(model, g, spec), _light(g), _background(g, Rn)
+    albedo = _albedo(model, g, spec)
+    sh = random_light(g, 1, 0.8, (0.5, 0.4), (0.35, 0.3), tint=0.1)     # a tinted lamp from the camera's side
+    bg = random_background(g, Rn)
     K, R, t = synthetic_camera(Rn, spec.focal_factor, spec.distance)
     crops = []
     from headbook.geometry.cameras import project_points
@@ -151,9 +122,9 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
         img = r.image.clamp(0, 1) * r.mask + bg[None] * (1 - r.mask)
         mask = r.mask
         if spec.crop_face > 0:                                           # face-box crops, as a detector + cropper makes them
-            box = _crop_boxes(uv, spec.crop_face, spec.crop_jitter, g)   # [B, 3] cx, cy, side (render pixels)
-            img = torch.stack([_crop(img[b], *box[b].tolist(), S) for b in range(B)])
-            mask = torch.stack([_crop(mask[b], *box[b].tolist(), S) for b in range(B)])
+            box = crop_boxes(uv, spec.crop_face, spec.crop_jitter, g)   # [B, 3] cx, cy, side (render pixels)
+            img = torch.stack([crop_tensor(img[b], *box[b].tolist(), S) for b in range(B)])
+            mask = torch.stack([crop_tensor(mask[b], *box[b].tolist(), S) for b in range(B)])
             uv = (uv - box[:, None, :2] + box[:, None, 2:] / 2) / box[:, None, 2:] * S
             crops += box.tolist()
         elif Rn != S:

@@ -10,29 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 import torch.nn.functional as F
+from ..eval.image import ssim_map
 
 # %% auto #0
-__all__ = ['ssim_map', 'photometric_loss', 'landmark_loss', 'mask_loss', 'silhouette_loss', 'SHeaPLossWeights', 'regularisers']
-
-# %% ../../nbs/41_sheap.losses.ipynb #50df4401
-def _gauss_window(size: int, sigma: float, device, dtype) -> Tensor:  # [1, 1, size, size]
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma)); g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-def ssim_map(x: Tensor,  # [B, C, H, W] in [0, 1]
-             y: Tensor,  # [B, C, H, W]
-             window: int = 11, sigma: float = 1.5) -> Tensor:  # [B, 1, H, W] SSIM averaged over channels
-    "Structural similarity (Wang et al. 2004) with a Gaussian window, per pixel (reflect padding)."
-    if x.shape != y.shape or x.dim() != 4: raise ValueError(f"x and y must both be [B, C, H, W], got {list(x.shape)} and {list(y.shape)}")
-    C = x.shape[1]; w = _gauss_window(window, sigma, x.device, x.dtype).expand(C, 1, -1, -1)
-    pad = lambda t: F.pad(t, [window // 2] * 4, mode="reflect")
-    f = lambda t: F.conv2d(pad(t), w, groups=C)
-    mx, my = f(x), f(y)
-    vx, vy, cxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean(1, keepdim=True)
+__all__ = ['photometric_loss', 'landmark_loss', 'mask_loss', 'silhouette_loss', 'SHeaPLossWeights', 'regularisers']
 
 # %% ../../nbs/41_sheap.losses.ipynb #5bcce3d7
 def photometric_loss(pred: Tensor,    # [B, 3, H, W] render

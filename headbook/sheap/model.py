@@ -22,7 +22,7 @@ from ..render.rig import GaussianBinding, rig_gaussians, triangle_size
 # %% auto #0
 __all__ = ['POSE_KEYS', 'PARAM_KEYS', 'SEED_KEYS', 'SEED_FILES', 'SEED_URL', 'SHeaPModelConfig', 'sheap_camera', 'ViTEncoder',
            'CNNEncoder', 'PredictedGaussians', 'GaussianRegressor', 'SHeaP', 'reanimate', 'GaussianImage',
-           'render_gaussians', 'SeedSHeaP', 'load_sheap_model']
+           'render_gaussians', 'SeedSHeaP']
 
 # %% ../../nbs/40_sheap.model.ipynb #ecfa351a
 @dataclass
@@ -312,41 +312,3 @@ class SeedSHeaP(nn.Module):
             if self.head.n_eyelids and "eyelids" in out: kw["eyelids"] = out["eyelids"]
             o = self.head(**kw); out["vertices"], out["landmarks"] = o.vertices, o.landmarks
         return out
-
-def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / run folder, "paper" | "expressive", or a seed .pt
-                     models_dir: str | Path = "models",  # where the seed's TorchScript files are looked for
-                     head_model=None,                 # head model (name, path or FLAME layer) for the seed's vertices
-                     device: str | torch.device = "cpu") -> nn.Module:
-    "A SHeaP predictor in eval mode: images [N,3,224,224] in [0,1] -> dict of FLAME parameters (+ vertices)."
-    from headbook.models import load_head_model
-    key = str(checkpoint)
-    if key in SEED_FILES:
-        p = Path(models_dir) / SEED_FILES[key]
-        if not p.exists():
-            raise FileNotFoundError(f"the seed's '{key}' model is not at {p}. Download {SEED_URL}{SEED_FILES[key]} "
-                                    f"(SHeaP's release, inference only) into {Path(models_dir)}/ or pass its path.")
-        key = str(p)
-    p = Path(key).expanduser()
-    if p.is_dir():
-        from headbook.train.loop import latest_checkpoint
-        ck = latest_checkpoint(p)
-        if ck is None: raise FileNotFoundError(f"no checkpoints/step_*.pt under the run folder {p}")
-        p = ck
-    if not p.exists(): raise FileNotFoundError(f"no SHeaP checkpoint at {p}")
-    import zipfile
-    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n for n in zipfile.ZipFile(p).namelist())
-    if is_script:
-        head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
-        return SeedSHeaP(torch.jit.load(str(p), map_location=device), head).to(device).eval()
-    blob = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or "model" not in blob:
-        raise ValueError(f"{p} is neither a headbook SHeaP checkpoint (dict with 'model') nor a TorchScript file")
-    from headbook.train.config import apply_overrides
-    mc = blob.get("extra", {}).get("config", {}).get("model", {})
-    cfg = apply_overrides(SHeaPModelConfig(), mc)
-    head = None if head_model is None else (load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model)
-    model = SHeaP(cfg, head=head)
-    sd = blob["model"]
-    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}    # saved from the training step module
-    model.load_state_dict(sd)
-    return model.to(device).eval()

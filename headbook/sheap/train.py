@@ -13,16 +13,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
-from .model import SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS
+from .model import (SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS,
+                                  SeedSHeaP, SEED_FILES, SEED_URL)
 from .losses import SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss, regularisers
-from ..train.config import make_config, config_to_dict, save_config
+from ..train.config import make_config, config_to_dict, save_config, apply_overrides
 from ..data.video import VideoFrames
+from ..data.scene import occlude
 from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, global_batch_indices, shard, train,
-                                 seed_everything, new_run_dir, barrier, TrainResult)
+                                 seed_everything, new_run_dir, barrier, TrainResult, latest_checkpoint)
 
 # %% auto #0
-__all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'occlude', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
-           'video_spec', 'save_sample', 'train_sheap', 'face_fraction', 'crop_square', 'predict_now']
+__all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
+           'video_spec', 'save_sample', 'train_sheap', 'load_sheap_model', 'face_fraction', 'predict_now']
 
 # %% ../../nbs/42_sheap.train.ipynb #2d93bf26
 @dataclass
@@ -89,28 +91,6 @@ PRESETS = {
 def sheap_config(preset: str = "smoke", overrides: dict | str | None = None) -> SHeaPConfig:
     "The preset with overrides (`train.config.make_config`)."
     return make_config(PRESETS, preset, overrides)
-
-# %% ../../nbs/42_sheap.train.ipynb #ec9f5057
-def occlude(images: Tensor,     # [B, 3, S, S] in [0, 1]
-            landmarks: Tensor,  # [B, 68, 2] pixels
-            prob: float,
-            generator: torch.Generator) -> Tensor:  # [B, 3, S, S] copies, some with an occluder
-    "Paint a random occluder over the face of each image with probability `prob` (deterministic given the generator)."
-    if images.dim() != 4 or landmarks.shape != (images.shape[0], 68, 2):
-        raise ValueError(f"images must be [B, 3, S, S] and landmarks [B, 68, 2], got {list(images.shape)} and {list(landmarks.shape)}")
-    B, _, H, W = images.shape
-    out = images.clone()
-    r = lambda *sh: torch.rand(*sh, generator=generator)
-    hit, kind, part, size, aspect, colour = r(B) < prob, r(B) < 0.5, (r(B) * 4).long(), 0.18 + 0.22 * r(B), 0.5 + r(B), r(B, 3)
-    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
-    groups = (slice(36, 42), slice(42, 48), slice(27, 36), slice(48, 68))        # right eye, left eye, nose, mouth
-    for b in torch.nonzero(hit).flatten().tolist():
-        c = landmarks[b, groups[int(part[b])]].mean(0).cpu()
-        a, h = size[b] * W / 2, size[b] * W / 2 * aspect[b]
-        dx, dy = (xx - c[0]) / a, (yy - c[1]) / h
-        m = (dx.abs() < 1) & (dy.abs() < 1) if kind[b] else dx ** 2 + dy ** 2 < 1
-        out[b, :, m.to(out.device)] = colour[b, :, None].to(out)
-    return out
 
 # %% ../../nbs/42_sheap.train.ipynb #daae4ad6
 def _split(p: dict, B: int) -> tuple[dict, dict]:
@@ -275,6 +255,43 @@ def train_sheap(cfg: SHeaPConfig,
                 extra={"config": config_to_dict(cfg)}, progress=progress, desc="SHeaP")
     return res
 
+# %% ../../nbs/42_sheap.train.ipynb #caaed7f0
+def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / run folder, "paper" | "expressive", or a seed .pt
+                     models_dir: str | Path = "models",  # where the seed's TorchScript files are looked for
+                     head_model=None,                 # head model (name, path or FLAME layer) for the seed's vertices
+                     device: str | torch.device = "cpu") -> nn.Module:
+    "A SHeaP predictor in eval mode: images [N,3,224,224] in [0,1] -> dict of FLAME parameters (+ vertices)."
+    from headbook.models import load_head_model
+    key = str(checkpoint)
+    if key in SEED_FILES:
+        p = Path(models_dir) / SEED_FILES[key]
+        if not p.exists():
+            raise FileNotFoundError(f"the seed's '{key}' model is not at {p}. Download {SEED_URL}{SEED_FILES[key]} "
+                                    f"(SHeaP's release, inference only) into {Path(models_dir)}/ or pass its path.")
+        key = str(p)
+    p = Path(key).expanduser()
+    if p.is_dir():
+        ck = latest_checkpoint(p)
+        if ck is None: raise FileNotFoundError(f"no checkpoints/step_*.pt under the run folder {p}")
+        p = ck
+    if not p.exists(): raise FileNotFoundError(f"no SHeaP checkpoint at {p}")
+    import zipfile
+    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n for n in zipfile.ZipFile(p).namelist())
+    if is_script:
+        head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
+        return SeedSHeaP(torch.jit.load(str(p), map_location=device), head).to(device).eval()
+    blob = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or "model" not in blob:
+        raise ValueError(f"{p} is neither a headbook SHeaP checkpoint (dict with 'model') nor a TorchScript file")
+    mc = blob.get("extra", {}).get("config", {}).get("model", {})
+    cfg = apply_overrides(SHeaPModelConfig(), mc)
+    head = None if head_model is None else (load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model)
+    model = SHeaP(cfg, head=head)
+    sd = blob["model"]
+    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}    # saved from the training step module
+    model.load_state_dict(sd)
+    return model.to(device).eval()
+
 # %% ../../nbs/42_sheap.train.ipynb #9381e1b2
 def face_fraction(head, cfg: SHeaPModelConfig) -> float:
     "Longer side of the mean head's 68-landmark box seen by SHeaP's camera (neutral, facing it), as a fraction of the frame side."
@@ -285,49 +302,18 @@ def face_fraction(head, cfg: SHeaPModelConfig) -> float:
         l = project_points(lm, *sheap_camera(1000, cfg, 1, lm.device))[0][0]
     return float((l.max(0).values - l.min(0).values).max()) / 1000
 
-def _now_box(item, img: np.ndarray) -> tuple[float, float, float]:  # centre x, centre y, side (pixels)
-    det = None
-    if item.crop_path is not None and Path(item.crop_path).exists():
-        d = np.load(item.crop_path, allow_pickle=True, encoding="latin1")
-        d = d.item() if d.dtype == object else d
-        if isinstance(d, dict): det = (d["left"], d["top"], d["right"], d["bottom"])
-    shrink = 1.1 if det is not None else 1.0        # NoW-style boxes are ~10% wider than the landmarks' box
-    if det is None:
-        from headbook.landmarks.detect import detect_landmarks68
-        l = detect_landmarks68(img)[:, :2]; det = (*l.min(0), *l.max(0))
-    x0, y0, x1, y1 = map(float, det)
-    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / shrink
-
-def crop_square(img: np.ndarray, cx: float, cy: float, side: float, out: int) -> Tensor:  # [3, out, out] in [0, 1]
-    "A square crop (zero padding outside the image) resized to out×out."
-    t = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float()[None] / 255
-    H, W = img.shape[:2]
-    xs = (cx + (torch.arange(out) + 0.5 - out / 2) * side / out) / W * 2 - 1
-    ys = (cy + (torch.arange(out) + 0.5 - out / 2) * side / out) / H * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].float()
-    return F.grid_sample(t, grid, align_corners=False, mode="bilinear")[0]
-
 def predict_now(model, dataset_root: str | Path, pred_dir: str | Path, split: str = "validation",
                 input_size: int = 224, progress: bool = True) -> int:
-    "Write neutral-expression meshes + 7 landmarks for every image of a NoW split; returns the number written."
-    from tqdm.auto import tqdm
-    from headbook.eval.now import read_now_split, write_prediction
-    from headbook.landmarks.detect import load_image
+    "Write SHeaP's neutral-expression meshes + 7 landmarks for every image of a NoW split; returns the number written."
+    from headbook.data.now import predict_now_split
     from headbook.landmarks.conventions import to_now7
     base = model if isinstance(model, SHeaP) else None
     frac = face_fraction(base.head, base.cfg) if base is not None else 0.55
     head = base.head if base is not None else model.head
-    dev = next(head.buffers()).device
-    n = 0
-    for it in tqdm(read_now_split(dataset_root, split), desc="NoW predict", disable=not progress):
-        img = load_image(str(it.image_path))
-        cx, cy, side = _now_box(it, img)
-        x = crop_square(img, cx, cy, side / frac, input_size)[None].to(dev)
+    dev, faces = next(head.buffers()).device, head.faces.cpu().numpy()
+    def predict(x):  # [1, 3, S, S] crop -> vertices [V, 3], faces [F, 3], NoW landmarks [7, 3]
         with torch.no_grad():
-            p = model(x) if base is None else base(x, return_vertices=False)
-            kw = dict(shape=p["shape"][:, :head.n_shape])
-            o = head(**kw)
-        lmk7 = to_now7(o.landmarks[0]).cpu().numpy()
-        write_prediction(pred_dir, it.line, o.vertices[0].cpu().numpy(), head.faces.cpu().numpy(), lmk7)
-        n += 1
-    return n
+            p = model(x.to(dev)) if base is None else base(x.to(dev), return_vertices=False)
+            o = head(shape=p["shape"][:, :head.n_shape])
+        return o.vertices[0].cpu().numpy(), faces, to_now7(o.landmarks[0]).cpu().numpy()
+    return predict_now_split(predict, dataset_root, pred_dir, split, input_size, frac, progress)
