@@ -162,7 +162,7 @@ class SyntheticScene:
     landmarks68: Tensor  # [B, 68, 2] exact projected landmarks, pixels
     masks: Tensor        # [B, 1, S, S] skin mask (landmark skin region ∩ rendered head)
     params: dict         # shape, expression, global_pose, tex, sh [B, 9, 3], cam [B, 3]
-    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation of the photo would give)
+    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation would give)
 
 def synthetic_scene(model, batch: int = 1, seed: int = 0,
                     yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg

@@ -23,7 +23,8 @@ def _gauss_window(size: int, sigma: float, device, dtype) -> Tensor:  # [1, 1, s
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
     check_tensor(x, "x", (None, None, None, None), floating=True)
-    if y.shape != x.shape: raise ValueError(f"x and y must both be [B, C, H, W], got {list(x.shape)} and {list(y.shape)}")
+    if y.shape != x.shape:
+        raise ValueError(f"x and y must both be [B, C, H, W], got {list(x.shape)} and {list(y.shape)}")
 
 def ssim_map(x: Tensor,  # [B, C, H, W] in [0, 1]
              y: Tensor,  # [B, C, H, W]

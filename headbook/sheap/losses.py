@@ -1,4 +1,5 @@
-"""Photometric L1 + SSIM between the re-animated Gaussians and the target frame inside the head mask, landmarks against the detector, and the regularisers that keep identity, expression and Gaussians plausible.
+"""Photometric L1 + SSIM between the re-animated Gaussians and the target frame inside the head mask, landmarks
+against the detector, and the regularisers that keep identity, expression and Gaussians plausible.
 
 Docs: https://headbook.github.io/headbook/sheap.losses.html.md"""
 
@@ -81,17 +82,18 @@ class SHeaPLossWeights:
     l1: float = 1.0          # photometric L1 inside the head mask
     ssim: float = 0.2        # photometric 1 - SSIM inside the head mask
     landmarks: float = 1.0   # 68 landmarks vs the detector, fraction of the image side, source and target
-    landmarks_reanimated: float = 1.0  # the re-animated head (source identity, target expression/pose) vs the target's landmarks
+    landmarks_reanimated: float = 1.0  # re-animated head (source identity, target expression/pose) vs target landmarks
     shape: float = 1e-3      # ||beta||^2 (mean over components)
     expr: float = 1e-3       # ||psi||^2
     pose: float = 1e-2       # jaw, eye rotations squared (radians)
     offset: float = 1e-2     # Gaussians' offsets from the surface (triangle sizes) squared
     scale: float = 1e-3      # Gaussians' log-scale change from rest, squared
     mask: float = 0.0        # coverage of the render vs the head mask (not in the paper)
-    shape_consistency: float = 0.0  # ||beta_s - beta_t||^2 (mean): the two frames of a pair are one person (not in the paper)
+    shape_consistency: float = 0.0  # ||beta_s - beta_t||^2 (mean): a pair's frames are one person (not in the paper)
     silhouette: float = 0.0  # projected mesh vs the head mask: inside it and reaching its outline (not in the paper)
 
-def regularisers(p: dict[str, Tensor], offset: Tensor | None = None, log_scale_delta: Tensor | None = None) -> dict[str, Tensor]:
+def regularisers(p: dict[str, Tensor], offset: Tensor | None = None,
+                 log_scale_delta: Tensor | None = None) -> dict[str, Tensor]:
     "Squared-magnitude priors on predicted parameters (and on the Gaussians' offsets and scale changes)."
     r = dict(reg_shape=(p["shape"] ** 2).mean(), reg_expr=(p["expr"] ** 2).mean(),
              reg_pose=sum((p[k] ** 2).sum(-1).mean() for k in ("jaw_pose", "left_eye_pose", "right_eye_pose")))

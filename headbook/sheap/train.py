@@ -1,4 +1,5 @@
-"""The self-supervised step — predict from a source frame, re-animate to the target, splat, compare — its config and presets, and the run that trains it on video frame folders, on one CPU or under torchrun.
+"""The self-supervised step — predict from a source frame, re-animate to the target, splat, compare — its config
+and presets, and the run that trains it on video frame folders, on one CPU or under torchrun.
 
 Docs: https://headbook.github.io/headbook/sheap.train.html.md"""
 
@@ -30,7 +31,7 @@ __all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'SHeaPSt
 @dataclass
 class SHeaPDataConfig:
     "Where the training videos come from."
-    root: str = ""                    # frame-folder root (data.video layout); "" = synthetic videos written into <run>/data
+    root: str = ""                    # frame-folder root (data.video layout); "": synthetic videos in <run>/data
     n_videos: int = 32                # synthetic videos to write when there is no root
     n_frames: int = 16                # frames per synthetic video
     image_size: int = 128             # side of the synthetic frames (pixels)
@@ -38,10 +39,10 @@ class SHeaPDataConfig:
     seed: int = 0                     # seed of the synthetic videos
     yaw: float = 0.5                  # head yaw amplitude of the synthetic videos (radians)
     expr_amp: float = 0.6             # expression amplitude of the synthetic videos
-    crop: bool = False                # synthetic frames are face-box crops framed as `predict_now` frames photos (else the fixed camera's view)
+    crop: bool = False                # frames are face-box crops as `predict_now` crops photos (else the camera's view)
     crop_jitter: float = 0.0          # with crop: jitter of the crop box (fraction of its side; a detector's noise)
-    focal_factor: float = 4.0         # focal / side of the synthetic render (shorter with crop, so the crop stays inside the render)
-    render_size: int = 0              # side of the synthetic render before cropping/resizing (0: 2 × image_size with crop, else image_size)
+    focal_factor: float = 4.0         # focal / side of the synthetic render (shorter with crop: the crop stays inside)
+    render_size: int = 0              # render side before cropping (0: 2 × image_size with crop, else image_size)
     noise: float = 0.0                # sensor-noise std added to the synthetic frames
 
 @dataclass
@@ -51,10 +52,10 @@ class SHeaPConfig:
     data: SHeaPDataConfig = field(default_factory=SHeaPDataConfig)
     loss: SHeaPLossWeights = field(default_factory=SHeaPLossWeights)
     steps: int = 1000                 # optimisation steps
-    landmark_only_steps: int = 0      # first N steps: landmarks + regularisers only, no splatting (a cheap coarse stage, as DECA's)
+    landmark_only_steps: int = 0      # first N steps: landmarks + regularisers, no splatting (coarse, as DECA's)
     photo_pairs: int = 0              # pairs per process that are splatted in a step (0: all); landmarks use every pair
-    share_identity: bool = False      # both frames of a pair use the mean of their two predicted identities (same person)
-    occlusion: float = 0.0            # probability that an encoder input gets a random occluder painted on (losses see the clean frame)
+    share_identity: bool = False      # both frames of a pair use the mean of their two predicted identities
+    occlusion: float = 0.0            # probability of an occluder on an encoder input (losses see the clean frame)
     batch_size: int = 8               # global batch (frame pairs), split over the processes
     lr: float = 3e-4                  # AdamW learning rate
     weight_decay: float = 1e-4        # AdamW weight decay
@@ -76,8 +77,8 @@ PRESETS = {
     "small": SHeaPConfig(
         model=SHeaPModelConfig(backbone="cnn", image_size=64, patch=8, dim=128, depth=2, heads=4, feat_dim=64,
                                n_gaussians=1500, gauss_hidden=32, gcn_layers=2, cnn_pool=4),
-        data=SHeaPDataConfig(n_videos=4000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0, crop=True, crop_jitter=0.02,
-                             focal_factor=2.5, noise=0.01),
+        data=SHeaPDataConfig(n_videos=4000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0, crop=True,
+                             crop_jitter=0.02, focal_factor=2.5, noise=0.01),
         loss=SHeaPLossWeights(l1=0.25, ssim=0.05, mask=0.1, expr=1e-2, shape_consistency=1e-2),
         steps=2600, landmark_only_steps=2600, photo_pairs=2, batch_size=32, share_identity=True, occlusion=0.3, lr=1e-3,
         warmup=20, ckpt_every=100, sample_every=100, device="cpu"),
@@ -98,7 +99,8 @@ def _split(p: dict, B: int) -> tuple[dict, dict]:
 
 def _resize(x: Tensor, S: int, mode="bilinear") -> Tensor:
     if x.shape[-1] == S: return x
-    return F.interpolate(x, size=(S, S), mode=mode, antialias=mode == "bilinear", align_corners=False if mode == "bilinear" else None)
+    bl = mode == "bilinear"
+    return F.interpolate(x, size=(S, S), mode=mode, antialias=bl, align_corners=False if bl else None)
 
 # %% ../../nbs/42_sheap.train.ipynb #67c33952
 @dataclass
@@ -120,7 +122,8 @@ class SHeaPStep(nn.Module):
         m, w = self.model, self.w
         S = m.cfg.image_size; Rs = m.cfg.render_size or S
         B = batch["src_image"].shape[0]
-        p = m.encode(torch.cat([batch.get("src_input", batch["src_image"]), batch.get("tgt_input", batch["tgt_image"])]))
+        inputs = [batch.get("src_input", batch["src_image"]), batch.get("tgt_input", batch["tgt_image"])]
+        p = m.encode(torch.cat(inputs))
         beta = p["shape"]                                                            # [2B, S] per-frame identities
         if self.share_identity:                                                      # one person per pair: one identity
             p = {**p, "shape": 0.5 * (beta[:B] + beta[B:]).repeat(2, 1)}
@@ -134,7 +137,7 @@ class SHeaPStep(nn.Module):
         # landmarks: the same identity has to explain both frames (cheap: no splatting)
         ore = m.head_output(reanimate(ps, pt))
         L["lmk_reanim"] = landmark_loss(m.project(ore.landmarks, S), batch["tgt_landmarks"] * (S / img_side), S)
-        if w.silhouette > 0:                                                        # the mesh's outline against the head masks (no splatting)
+        if w.silhouette > 0:                                  # the mesh's outline against the head masks (no splatting)
             masks = _resize(torch.cat([batch["src_mask"], batch["tgt_mask"]]), S)
             L["sil"] = silhouette_loss(m.project(o.vertices[:, ::4], S), masks)["sil"]
             L["sil_reanim"] = silhouette_loss(m.project(ore.vertices[:, ::4], S), masks[B:])["sil"]
@@ -149,13 +152,15 @@ class SHeaPStep(nn.Module):
             L.update(photometric_loss(gi.image, tgt_img, tgt_mask, w.l1, w.ssim))
             L["mask"] = mask_loss(gi.alpha, tgt_mask)
         else:                                                                       # coarse stage: no splatting
-            zero = 0.0 * (p["light"].sum() + G.albedo.sum() + G.opacity.sum())    # keeps every parameter in the graph (DDP)
+            zero = 0.0 * (p["light"].sum() + G.albedo.sum() + G.opacity.sum())  # all parameters stay in the graph (DDP)
             gi = GaussianImage(image=torch.zeros_like(tgt_img), alpha=torch.zeros_like(tgt_mask))
             L.update(l1=zero, ssim=zero, photo=zero, mask=zero)
-        L.update(regularisers({**p, "shape": beta}, G.offset, G.log_scales[..., :2] - m.gaussians.log_scale0[None, :, None]))
-        L["shape_consistency"] = (beta[:B] - beta[B:]).pow(2).mean()               # the two frames' own identities agree
-        L["loss"] = (L["photo"] + w.landmarks * L["lmk"] + w.landmarks_reanimated * L["lmk_reanim"] + w.shape * L["reg_shape"] + w.expr * L["reg_expr"]
-                     + w.pose * L["reg_pose"] + w.offset * L["reg_offset"] + w.scale * L["reg_scale"] + w.mask * L["mask"]
+        L.update(regularisers({**p, "shape": beta}, G.offset,
+                              G.log_scales[..., :2] - m.gaussians.log_scale0[None, :, None]))
+        L["shape_consistency"] = (beta[:B] - beta[B:]).pow(2).mean()        # the two frames' own identities agree
+        L["loss"] = (L["photo"] + w.landmarks * L["lmk"] + w.landmarks_reanimated * L["lmk_reanim"]
+                     + w.shape * L["reg_shape"] + w.expr * L["reg_expr"] + w.pose * L["reg_pose"]
+                     + w.offset * L["reg_offset"] + w.scale * L["reg_scale"] + w.mask * L["mask"]
                      + w.shape_consistency * L["shape_consistency"] + w.silhouette * (L["sil"] + L["sil_reanim"]))
         return SHeaPStepOutput(L, gi.image, gi.alpha, ps, pt)
 
@@ -183,7 +188,7 @@ def video_spec(cfg: SHeaPConfig, **overrides):
     d = cfg.data
     kw = dict(n_frames=d.n_frames, image_size=d.image_size, yaw=d.yaw, expr_amp=d.expr_amp, focal_factor=d.focal_factor,
               render_size=d.render_size, noise=d.noise, crop_jitter=d.crop_jitter)
-    if d.crop:                                                 # the mean head's box fills the crop as it fills SHeaP's frame
+    if d.crop:                                       # the mean head's box fills the crop as it fills SHeaP's frame
         from headbook.models import load_head_model
         kw["crop_face"] = face_fraction(load_head_model(cfg.model.head_model), cfg.model)
     kw.update(overrides)
@@ -209,7 +214,7 @@ def save_sample(out: SHeaPStepOutput, batch: dict, path: str | Path, n: int = 4)
 
 def train_sheap(cfg: SHeaPConfig,
                 run_dir: str | Path | None = None,  # None: a new runs/train_sheap/<timestamp>/ (single process only)
-                data_root: str | Path | None = None,  # frame folders or where to write synthetic ones (default <run>/data)
+                data_root: str | Path | None = None,  # frame folders, or where to write synthetic ones (<run>/data)
                 runs_dir: str | Path = "runs",
                 resume: bool = True,
                 stop_after: int | None = None,
@@ -240,7 +245,8 @@ def train_sheap(cfg: SHeaPConfig,
         b = frames.pair_batch(idx, salt=step, seed=cfg.seed)
         if cfg.occlusion > 0:                                      # seeded by step and rank: resumes reproduce it
             g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 101 + info.rank)
-            for pre in ("src", "tgt"): b[f"{pre}_input"] = occlude(b[f"{pre}_image"], b[f"{pre}_landmarks"], cfg.occlusion, g)
+            for pre in ("src", "tgt"):
+                b[f"{pre}_input"] = occlude(b[f"{pre}_image"], b[f"{pre}_landmarks"], cfg.occlusion, g)
         return {k: v.to(info.device) for k, v in b.items()}
     def step_fn(step):
         b = batch_at(step)
@@ -256,7 +262,7 @@ def train_sheap(cfg: SHeaPConfig,
     return res
 
 # %% ../../nbs/42_sheap.train.ipynb #caaed7f0
-def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / run folder, "paper" | "expressive", or a seed .pt
+def load_sheap_model(checkpoint: str | Path,          # checkpoint / run folder, "paper" | "expressive", or a seed .pt
                      models_dir: str | Path = "models",  # where the seed's TorchScript files are looked for
                      head_model=None,                 # head model (name, path or FLAME layer) for the seed's vertices
                      device: str | torch.device = "cpu") -> nn.Module:
@@ -276,7 +282,8 @@ def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / ru
         p = ck
     if not p.exists(): raise FileNotFoundError(f"no SHeaP checkpoint at {p}")
     import zipfile
-    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n for n in zipfile.ZipFile(p).namelist())
+    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n
+                                              for n in zipfile.ZipFile(p).namelist())
     if is_script:
         head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
         return SeedSHeaP(torch.jit.load(str(p), map_location=device), head).to(device).eval()
@@ -285,16 +292,16 @@ def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / ru
         raise ValueError(f"{p} is neither a headbook SHeaP checkpoint (dict with 'model') nor a TorchScript file")
     mc = blob.get("extra", {}).get("config", {}).get("model", {})
     cfg = apply_overrides(SHeaPModelConfig(), mc)
-    head = None if head_model is None else (load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model)
+    head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
     model = SHeaP(cfg, head=head)
     sd = blob["model"]
-    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}    # saved from the training step module
+    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}  # saved from the step module
     model.load_state_dict(sd)
     return model.to(device).eval()
 
 # %% ../../nbs/42_sheap.train.ipynb #9381e1b2
 def face_fraction(head, cfg: SHeaPModelConfig) -> float:
-    "Longer side of the mean head's 68-landmark box seen by SHeaP's camera (neutral, facing it), as a fraction of the frame side."
+    "Longer side of the mean head's 68-landmark box in SHeaP's camera (neutral, facing it), as a fraction of the frame."
     from headbook.sheap.model import sheap_camera
     from headbook.geometry.cameras import project_points
     with torch.no_grad():
@@ -304,7 +311,7 @@ def face_fraction(head, cfg: SHeaPModelConfig) -> float:
 
 def predict_now(model, dataset_root: str | Path, pred_dir: str | Path, split: str = "validation",
                 input_size: int = 224, progress: bool = True) -> int:
-    "Write SHeaP's neutral-expression meshes + 7 landmarks for every image of a NoW split; returns the number written."
+    "Write SHeaP's neutral meshes + 7 landmarks for every image of a NoW split; returns the number written."
     from headbook.data.now import predict_now_split
     from headbook.landmarks.conventions import to_now7
     base = model if isinstance(model, SHeaP) else None
