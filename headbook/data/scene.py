@@ -8,6 +8,7 @@ Docs: https://headbook.github.io/headbook/data.scene.html.md"""
 # %% ../../nbs/83_data.scene.ipynb #ba2320d3
 from __future__ import annotations
 import math
+import numpy as np
 from dataclasses import dataclass
 import torch
 from torch import Tensor
@@ -15,7 +16,143 @@ from ..geometry.cameras import weak_perspective_project, ndc_to_pixels
 from ..render.mesh import render_mesh_weak_perspective
 
 # %% auto #0
-__all__ = ['SyntheticScene', 'synthetic_scene']
+__all__ = ['SKIN', 'albedo_from_space', 'smooth_skin_albedo', 'random_light', 'random_light_np', 'random_background',
+           'random_background_np', 'ellipse_level', 'paint_occluder', 'occlude', 'SyntheticScene', 'synthetic_scene']
+
+# %% ../../nbs/83_data.scene.ipynb #204c56fb
+SKIN = np.array([0.78, 0.58, 0.47])   # the base skin colour of the NoW-layout set (RGB in [0, 1])
+
+def albedo_from_space(mean,    # [V, 3] the model's mean albedo (numpy or torch)
+                      basis,   # [V, 3, K] its albedo basis
+                      coeffs,  # [..., K] coefficients
+                     ):  # [..., V, 3] unclamped
+    "The albedo of coefficients in a linear albedo space."
+    es = torch.einsum if torch.is_tensor(mean) else np.einsum
+    return mean + es("vck,...k->...vc", basis, coeffs)
+
+def smooth_skin_albedo(X: Tensor,            # [V, 3] template vertices, metres
+                       g: torch.Generator,
+                       batch: int = 1,
+                       tex_std: float = 0.5,  # the waves' amplitudes per channel ~ N(0, (0.05 * tex_std / 0.5)²)
+                      ) -> Tensor:  # [B, V, 3] in [0, 1]
+    "A random smooth skin albedo for a head model without an albedo space: a base colour plus four cosine waves."
+    B = batch
+    base = torch.tensor([0.62, 0.46, 0.38]) * (0.8 + 0.4 * torch.rand(B, 1, 1, generator=g))
+    freq = torch.randn(B, 4, 3, generator=g) * (2 * math.pi / 0.2)         # wavelengths of about 20 cm
+    phase = torch.rand(B, 4, 1, generator=g) * 2 * math.pi
+    a = torch.randn(B, 4, 3, generator=g) * 0.05 * tex_std / 0.5            # [B, 4 waves, 3 channels]
+    waves = torch.cos(torch.einsum("vc,bkc->bkv", X, freq) + phase)          # [B, 4, V]
+    return (base + torch.einsum("bkv,bkc->bvc", waves, a)).clamp(0, 1)
+
+# %% ../../nbs/83_data.scene.ipynb #dba4c1c1
+def random_light(g: torch.Generator,
+                 batch: int = 1,
+                 front: float = 1,                      # z of the direction: |N(0, 1)| + front (towards the camera)
+                 color: tuple[float, float] = (0.8, 0), # lamp intensity: color[0] + color[1] * U(0, 1)
+                 ambient: tuple[float, float] = (0.5, 0),  # ambient: ambient[0] + ambient[1] * U(0, 1)
+                 tint: float = 0.0,                     # std of a per-channel tint of the lamp (0: white)
+                ) -> Tensor:  # [B, 9, 3] SH coefficients
+    "A random directional SH light from the camera's side (draws: direction, tint, intensity, ambient, in that order)."
+    from headbook.render.lighting import directional_sh
+    d = torch.randn(batch, 3, generator=g); d[:, 2] = d[:, 2].abs() + front
+    t = 1 + tint * torch.randn(batch, 3, generator=g) if tint else None
+    k = color[0] + color[1] * torch.rand(batch, 1, generator=g) if color[1] else color[0]
+    if t is not None: k = k * t
+    a = ambient[0] + ambient[1] * torch.rand(batch, 1, generator=g) if ambient[1] else ambient[0]
+    return directional_sh(d, k, a)
+
+def random_light_np(rng: np.random.Generator) -> np.ndarray:  # [9, 3] float64 SH coefficients
+    "The NoW set's lamp: direction at two uniform angles in front of the face, intensity and ambient uniform."
+    # a different distribution from random_light, drawn from a numpy stream: the published NoW-layout sets depend on it
+    from headbook.render.lighting import directional_sh
+    th, ph = rng.uniform(-0.9, 0.9), rng.uniform(-0.6, 0.8)
+    d = np.array([np.sin(th) * np.cos(ph), np.sin(ph), np.cos(th) * np.cos(ph)])
+    return directional_sh(torch.tensor(d[None]), color=float(rng.uniform(0.5, 0.8)),
+                          ambient=float(rng.uniform(0.35, 0.55)))[0].numpy()
+
+# %% ../../nbs/83_data.scene.ipynb #d9d8c842
+def random_background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S] in [0, 1]
+    "Two random colours blended along a ramp at a random angle."
+    c0, c1 = torch.rand(3, generator=g), torch.rand(3, generator=g)
+    ramp = torch.linspace(0, 1, S)
+    ang = torch.rand(1, generator=g) * 2 * math.pi
+    r = (torch.cos(ang) * ramp[None, :] + torch.sin(ang) * ramp[:, None]) / 2 + 0.5   # [S, S]
+    return c0[:, None, None] * (1 - r) + c1[:, None, None] * r
+
+def random_background_np(rng: np.random.Generator, H: int, W: int) -> np.ndarray:  # [H, W, 3] float64
+    "Two random colours blended from the top to the bottom of the frame (the NoW set's backgrounds)."
+    # not random_background with a fixed angle: its ramp spans [0.5, 1] at angle 0 and the draws differ
+    c0, c1 = rng.uniform(0.15, 0.85, 3), rng.uniform(0.15, 0.85, 3)
+    s = np.linspace(0, 1, H)[:, None, None]
+    return np.broadcast_to(c0 * (1 - s) + c1 * s, (H, W, 3)).copy()
+
+# %% ../../nbs/83_data.scene.ipynb #464c3e72
+def ellipse_level(x, y,                  # offsets from the ellipse's centre, pixels (numpy or torch)
+                  a: float, b: float,    # half-axes along the ellipse's own x and y
+                  angle: float | None = None):  # rotation of the ellipse (radians); None: axis-aligned
+    "(x'/a)² + (y'/b)² in the ellipse's frame: below 1 inside."
+    if angle is not None:
+        ca, sa = np.cos(angle), np.sin(angle)
+        x, y = x * ca + y * sa, -x * sa + y * ca
+    return (x / a) ** 2 + (y / b) ** 2
+
+def paint_occluder(image: np.ndarray,  # [H, W, 3] float in [0, 1]
+                   lmk2d: np.ndarray,  # [68, 2] projected iBUG landmarks (pixels)
+                   rng: np.random.Generator,
+                   kind: str | None = None,  # "band", "blob", "rect" or None (random)
+                  ) -> tuple[np.ndarray, np.ndarray, str]:  # image, mask [H, W] bool, kind
+    "Paint a sunglasses band, a hand-like blob or a rectangle over part of the face."
+    H, W = image.shape[:2]
+    kind = kind or ["band", "blob", "rect"][rng.integers(3)]
+    yy, xx = np.mgrid[0:H, 0:W] + 0.5
+    eyes = lmk2d[36:48]; mouth = lmk2d[48:68]
+    scale = np.linalg.norm(lmk2d[45] - lmk2d[36])                       # outer eye corners distance
+    if kind == "band":
+        c, d = eyes.mean(0), lmk2d[45] - lmk2d[36]
+        u = d / max(np.linalg.norm(d), 1e-9); nrm = np.array([-u[1], u[0]])
+        rel = np.stack([xx - c[0], yy - c[1]], -1)
+        mask = (np.abs(rel @ u) < 0.75 * scale) & (np.abs(rel @ nrm) < 0.22 * scale)
+        color = np.array([0.05, 0.05, 0.07]) + rng.uniform(0, 0.08)
+    elif kind == "blob":
+        c = mouth.mean(0) + rng.uniform(-0.4, 0.4, 2) * scale
+        a, b, ang = scale * rng.uniform(0.45, 0.65), scale * rng.uniform(0.3, 0.45), rng.uniform(0, np.pi)
+        mask = ellipse_level(xx - c[0], yy - c[1], a, b, ang) <= 1
+        color = np.clip(SKIN * rng.uniform(0.85, 1.1), 0, 1)
+    elif kind == "rect":
+        c = np.array([lmk2d[27:36, 0].mean(), mouth[:, 1].mean()])
+        hw, hh = scale * rng.uniform(0.5, 0.8), scale * rng.uniform(0.3, 0.5)
+        mask = (np.abs(xx - c[0]) < hw) & (np.abs(yy - c[1]) < hh)
+        color = rng.uniform(0.1, 0.9, 3)
+    else:
+        raise ValueError(f"kind must be 'band', 'blob', 'rect' or None, got {kind!r}")
+    out = image.copy(); out[mask] = color
+    return out, mask, kind
+
+# %% ../../nbs/83_data.scene.ipynb #85649970
+def occlude(images: Tensor,     # [B, 3, S, S] in [0, 1]
+            landmarks: Tensor,  # [B, 68, 2] pixels
+            prob: float,
+            generator: torch.Generator) -> Tensor:  # [B, 3, S, S] copies, some with an occluder
+    "Paint a random occluder over the face of each image with probability `prob` (deterministic given the generator)."
+    if images.dim() != 4 or landmarks.shape != (images.shape[0], 68, 2):
+        raise ValueError(f"images must be [B, 3, S, S] and landmarks [B, 68, 2], "
+                         f"got {list(images.shape)} and {list(landmarks.shape)}")
+    B, _, H, W = images.shape
+    out = images.clone()
+    r = lambda *sh: torch.rand(*sh, generator=generator)
+    hit, kind, part = r(B) < prob, r(B) < 0.5, (r(B) * 4).long()
+    size, aspect, colour = 0.18 + 0.22 * r(B), 0.5 + r(B), r(B, 3)
+    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    groups = (slice(36, 42), slice(42, 48), slice(27, 36), slice(48, 68))        # right eye, left eye, nose, mouth
+    for b in torch.nonzero(hit).flatten().tolist():
+        c = landmarks[b, groups[int(part[b])]].mean(0).cpu()
+        a, h = size[b] * W / 2, size[b] * W / 2 * aspect[b]
+        x, y = xx - c[0], yy - c[1]
+        # the rectangle tests |x / a| < 1 where paint_occluder's tests |x| < a: the two can disagree on a
+        # boundary pixel, and the training runs' numbers were made with this one
+        m = ((x / a).abs() < 1) & ((y / h).abs() < 1) if kind[b] else ellipse_level(x, y, a, h) < 1
+        out[b, :, m.to(out.device)] = colour[b, :, None].to(out)
+    return out
 
 # %% ../../nbs/83_data.scene.ipynb #178e9f25
 @dataclass
@@ -25,7 +162,7 @@ class SyntheticScene:
     landmarks68: Tensor  # [B, 68, 2] exact projected landmarks, pixels
     masks: Tensor        # [B, 1, S, S] skin mask (landmark skin region ∩ rendered head)
     params: dict         # shape, expression, global_pose, tex, sh [B, 9, 3], cam [B, 3]
-    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation of the photo would give)
+    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation would give)
 
 def synthetic_scene(model, batch: int = 1, seed: int = 0,
                     yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg
@@ -34,7 +171,6 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
                     same_identity: bool = False,  # every photo shows the first photo's identity (and albedo)
                    ) -> SyntheticScene:
     "Render `model` with random identity, expression, yaw, albedo and a random directional SH light."
-    from headbook.render.lighting import directional_sh
     from headbook.landmarks import skin_mask
     g = torch.Generator().manual_seed(seed)
     B, S = batch, image_size
@@ -43,23 +179,16 @@ def synthetic_scene(model, batch: int = 1, seed: int = 0,
     expr = torch.randn(B, model.n_expr, generator=g) * expr_std
     yaw = (torch.rand(B, generator=g) * 2 - 1) * math.radians(yaw_deg)
     gp = torch.stack([torch.zeros(B), yaw, torch.zeros(B)], -1)
-    d = torch.randn(B, 3, generator=g); d[:, 2] = d[:, 2].abs() + 1                   # light from the front hemisphere
-    sh = directional_sh(d, 0.8, 0.5)
+    sh = random_light(g, B)                                                          # light from the front hemisphere
     cam = torch.tensor([[5.0, 0.0, 0.02]]).expand(B, 3).clone()
     with torch.no_grad():
         out = model(shape=shape, expression=expr, global_pose=gp)
         if model.albedo_basis is not None:
             tex = torch.randn(B, model.albedo_basis.shape[-1], generator=g) * tex_std
             if same_identity: tex = tex[:1].expand(B, -1).clone()
-            alb = (model.albedo_mean + torch.einsum("vca,ba->bvc", model.albedo_basis, tex)).clamp(0, 1)
-        else:   # no albedo space (ICT): a random smooth skin albedo, a base colour plus four low-frequency waves
-            tex, X = None, model.v_template                                        # [V, 3] metres
-            base = torch.tensor([0.62, 0.46, 0.38]) * (0.8 + 0.4 * torch.rand(B, 1, 1, generator=g))
-            freq = torch.randn(B, 4, 3, generator=g) * (2 * math.pi / 0.2)         # wavelengths of about 20 cm
-            phase = torch.rand(B, 4, 1, generator=g) * 2 * math.pi
-            amp = torch.randn(B, 4, 3, generator=g) * 0.05 * tex_std / 0.5          # [B, 4 waves, 3 channels]
-            waves = torch.cos(torch.einsum("vc,bkc->bkv", X, freq) + phase)          # [B, 4, V]
-            alb = (base + torch.einsum("bkv,bkc->bvc", waves, amp)).clamp(0, 1)
+            alb = albedo_from_space(model.albedo_mean, model.albedo_basis, tex).clamp(0, 1)
+        else:   # no albedo space (ICT): a random smooth skin albedo
+            tex, alb = None, smooth_skin_albedo(model.v_template, g, B, tex_std)
             if same_identity: alb = alb[:1].expand(B, -1, -1).clone()
         r = render_mesh_weak_perspective(out.vertices, model.faces, cam, (S, S), albedo=alb, sh=sh)
         lm = ndc_to_pixels(weak_perspective_project(out.landmarks, cam), (S, S))
