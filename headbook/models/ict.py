@@ -14,7 +14,9 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 import torch
 from ..geometry.mesh import uniform_laplacian
-from .flame import HeadModelData, vertex_embedding, dynamic_contour_embedding
+from ..geometry.procrustes import procrustes
+from .flame import HeadModelData
+from .embeddings import vertex_embedding, dynamic_contour_embedding
 
 # %% auto #0
 __all__ = ['ICT_GEOMETRY', 'ICT_N_VERTS', 'ICT_N_POLYS', 'ICT_NARROW_FACE_LAST', 'ICT_LOWER_TEETH', 'ICT_SUBSETS',
@@ -204,14 +206,6 @@ def _sphere_centre(X):
     A = np.c_[2 * X, np.ones(len(X))]
     return np.linalg.lstsq(A, (X ** 2).sum(1), rcond=None)[0][:3]
 
-def _rigid_fit(X, Y):
-    "R, t with Y ~= X R^T + t (Kabsch)."
-    cx, cy = X.mean(0), Y.mean(0)
-    U, _, Vt = np.linalg.svd((X - cx).T @ (Y - cy))
-    D = np.diag([1, 1, np.sign(np.linalg.det(Vt.T @ U.T))])
-    R = Vt.T @ D @ U.T
-    return R, cy - R @ cx
-
 # %% ../../nbs/14_models.ict.ipynb #0d6e2848
 @dataclass
 class JawHinge:
@@ -227,7 +221,8 @@ def jaw_hinge(raw: ICTRaw) -> JawHinge:
     d = raw.expression_deltas[raw.expression_names.index("jawOpen")].astype(np.float64) / 100
     a, b = ICT_LOWER_TEETH
     X = raw.neutral[a:b + 1].astype(np.float64) / 100
-    R, t = _rigid_fit(X, X + d[a:b + 1])
+    fit = procrustes(X, X + d[a:b + 1], scaling=False, reflection=False)   # rigid: Y ~= X R^T + t
+    R, t = fit.rotation, fit.translation
     ang = float(np.arctan2(R[2, 1], R[1, 1]))
     Rx = np.array([[1, 0, 0], [0, np.cos(ang), -np.sin(ang)], [0, np.sin(ang), np.cos(ang)]])
     yz = np.linalg.solve((np.eye(3) - Rx)[1:, 1:], t[1:])

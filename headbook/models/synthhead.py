@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy, hashlib, json, os
 from pathlib import Path
 import numpy as np
-from .flame import HeadModelData, closest_point_embedding, dynamic_contour_embedding
+from .flame import HeadModelData
+from .embeddings import closest_point_embedding, dynamic_contour_embedding
 
 # %% auto #0
 __all__ = ['SYNTHHEAD_VERSION', 'HEAD', 'NOW7_IBUG', 'sd_ellipsoid', 'sd_sphere', 'sd_capsule', 'smin', 'smax', 'eye_opening_sdf',
