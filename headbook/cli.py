@@ -166,7 +166,7 @@ def main(argv=None) -> int:
                 params[k] = _parse_value(v)
             print("run written to", run_experiment(a.name, params, a.runs_dir))
         elif a.cmd == "eval" and a.eval_cmd == "now":
-            from headbook.eval.now import evaluate_now
+            from headbook.data.now import evaluate_now
             res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit, method_name=a.method, out_dir=a.out)
             print(res.table())
             for k, v in res.files.items(): print(f"  {k}: {v}")

@@ -311,7 +311,7 @@ def predict_now(model, dataset_root: str | Path, pred_dir: str | Path, split: st
                 input_size: int = 224, progress: bool = True) -> int:
     "Write neutral-expression meshes + 7 landmarks for every image of a NoW split; returns the number written."
     from tqdm.auto import tqdm
-    from headbook.eval.now import read_now_split, write_prediction
+    from headbook.data.now import read_now_split, write_prediction
     from headbook.landmarks.detect import load_image
     from headbook.landmarks.conventions import to_now7
     base = model if isinstance(model, SHeaP) else None
