@@ -27,7 +27,8 @@ __all__ = ['SPLIT_FILES', 'NowImage', 'read_now_split', 'find_prediction', 'read
            'SyntheticNowSummary', 'write_synthetic_now', 'mean_head_predictions', 'oracle_predictions']
 
 # %% ../../nbs/84_data.now.ipynb #064e64c9
-SPLIT_FILES = {"validation": "imagepathsvalidation.txt", "val": "imagepathsvalidation.txt", "test": "imagepathstest.txt"}
+SPLIT_FILES = {"validation": "imagepathsvalidation.txt", "val": "imagepathsvalidation.txt",
+               "test": "imagepathstest.txt"}
 
 @dataclass
 class NowImage:
@@ -54,7 +55,8 @@ def read_now_split(root: str | Path, split: str = "validation") -> list[NowImage
         if len(parts) < 3: raise ValueError(f"{lst}: line {line!r} is not <subject>/<challenge>/<image>")
         subj, chal, fname = parts[-3:]
         stem = fname.rsplit(".", 1)[0]
-        scans = sorted((root / "scans" / subj).glob("*.obj")); pps = sorted((root / "scans_lmks_onlypp" / subj).glob("*.pp"))
+        scans = sorted((root / "scans" / subj).glob("*.obj"))
+        pps = sorted((root / "scans_lmks_onlypp" / subj).glob("*.pp"))
         out.append(NowImage(line, subj, chal, stem,
                             root / "final_release_version" / "iphone_pictures" / subj / chal / fname,
                             root / "final_release_version" / "detected_face" / subj / chal / (stem + ".npy"),
@@ -85,7 +87,8 @@ def write_pp(path: str | Path, points: np.ndarray, mesh_name: str = "scan.obj") 
     lines = ["<!DOCTYPE PickedPoints>", "<PickedPoints>", " <DocumentData>",
              '  <DateTime time="00:00:00" date="2019-01-01"/>', '  <User name="headbook"/>',
              f'  <DataFileName name="{mesh_name}"/>', '  <templateName name=""/>', " </DocumentData>"]
-    lines += [f' <point x="{p[0]:.6f}" y="{p[1]:.6f}" z="{p[2]:.6f}" active="1" name="{i}"/>' for i, p in enumerate(np.asarray(points))]
+    lines += [f' <point x="{p[0]:.6f}" y="{p[1]:.6f}" z="{p[2]:.6f}" active="1" name="{i}"/>'
+              for i, p in enumerate(np.asarray(points))]
     lines += ["</PickedPoints>"]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -161,7 +164,8 @@ def evaluate_now(dataset_root: str | Path,
     from tqdm.auto import tqdm
     pred_dir = Path(predictions_dir)
     if not pred_dir.is_dir(): raise FileNotFoundError(f"predictions folder does not exist: {pred_dir}")
-    if challenge not in ("",) + NOW_CHALLENGES: raise ValueError(f"challenge must be '' or one of {NOW_CHALLENGES}, got {challenge!r}")
+    if challenge not in ("",) + NOW_CHALLENGES:
+        raise ValueError(f"challenge must be '' or one of {NOW_CHALLENGES}, got {challenge!r}")
     items = [it for it in read_now_split(dataset_root, split) if challenge in ("", it.challenge)]
     cache: dict[str, tuple] = {}
     images, chals, dists, missing = [], [], [], []
@@ -170,8 +174,12 @@ def evaluate_now(dataset_root: str | Path,
         if mesh_p is None or lmk_p is None:
             missing.append(it.line); continue
         if it.subject not in cache:
-            if it.scan_path is None: raise FileNotFoundError(f"no scan for subject {it.subject} under {Path(dataset_root) / 'scans' / it.subject}")
-            if it.scan_lmk_path is None: raise FileNotFoundError(f"no .pp landmarks for subject {it.subject} under {Path(dataset_root) / 'scans_lmks_onlypp' / it.subject}")
+            if it.scan_path is None:
+                raise FileNotFoundError(f"no scan for subject {it.subject} under "
+                                        f"{Path(dataset_root) / 'scans' / it.subject}")
+            if it.scan_lmk_path is None:
+                raise FileNotFoundError(f"no .pp landmarks for subject {it.subject} under "
+                                        f"{Path(dataset_root) / 'scans_lmks_onlypp' / it.subject}")
             sv, _ = read_mesh(it.scan_path); sl = read_pp(it.scan_lmk_path)
             cache = {it.subject: (sv, sl, crop_face(sv, sl))}          # NoW lists are grouped by subject
         sv, sl, crop = cache[it.subject]
@@ -202,7 +210,11 @@ def write_now_results(res: NowResult, out_dir: str | Path, challenge: str = "") 
           "num_missing_files": res.num_missing_files, "missing": res.missing, "num_evaluated": len(res.images)}
     summ.write_text(json.dumps(js, indent=2))
     png = out / f"{res.method}_cumulative_error.png"
-    fig, ax = plt.subplots(figsize=(5, 4)); plot_now_curves([res], ax=ax); fig.tight_layout(); fig.savefig(png, dpi=100); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    plot_now_curves([res], ax=ax)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
     res.files = {"distances": str(npy), "meanmedian": str(mm), "summary": str(summ), "curve": str(png)}
     return res.files
 
@@ -212,7 +224,8 @@ def skin_faces(model, name: str) -> np.ndarray:  # [F', 3] int64 faces of the mo
     faces = model.faces.cpu().numpy().astype(np.int64)
     ex = getattr(model, "extras", None) or getattr(getattr(model, "data", None), "extras", None) or {}
     if name == "synthhead" and "part" in ex:
-        keep = (np.asarray(ex["part"]) == 0) & ~np.asarray(ex["region_mouth_interior"], bool) & ~np.asarray(ex["region_eye_sockets"], bool)
+        keep = ((np.asarray(ex["part"]) == 0) & ~np.asarray(ex["region_mouth_interior"], bool)
+                & ~np.asarray(ex["region_eye_sockets"], bool))
     elif name == "ict" and "ict_vertex_ids" in ex:
         keep = np.asarray(ex["ict_vertex_ids"]) <= 11247                    # ICT_GEOMETRY face + head_neck
     else:
@@ -259,7 +272,8 @@ def _sample_expression(name, model, challenge, rng):
     if challenge in ("multiview_expressions", "selfie"):
         strength = 1.0 if challenge == "multiview_expressions" else 0.5
         if name == "ict":
-            ids = rng.choice(E, size=rng.integers(3, 6), replace=False); psi[ids] = rng.uniform(0, 0.7 * strength, len(ids))
+            ids = rng.choice(E, size=rng.integers(3, 6), replace=False)
+            psi[ids] = rng.uniform(0, 0.7 * strength, len(ids))
         else:
             psi = np.clip(rng.normal(size=E), -1.5, 1.5) * strength
         if challenge == "multiview_expressions": jaw[0] = rng.uniform(0.05, 0.3)
@@ -288,12 +302,14 @@ def _camera(challenge, target, image_size, rng):
     Rz = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, np.deg2rad(roll)]], dtype=torch.float64))
     R, t = Rz @ R, (Rz @ t[..., None])[..., 0]
     K = intrinsics(float(focal), (H, W), dtype=torch.float64)
-    return K[0].numpy(), R[0].numpy(), t[0].numpy(), dict(distance=float(dist), yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+    cam = dict(distance=float(dist), yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+    return K[0].numpy(), R[0].numpy(), t[0].numpy(), cam
 
 def _light(rng):
     th, ph = rng.uniform(-0.9, 0.9), rng.uniform(-0.6, 0.8)
     d = np.array([np.sin(th) * np.cos(ph), np.sin(ph), np.cos(th) * np.cos(ph)])
-    return directional_sh(torch.tensor(d[None]), color=float(rng.uniform(0.5, 0.8)), ambient=float(rng.uniform(0.35, 0.55)))[0].numpy()
+    color = float(rng.uniform(0.5, 0.8))
+    return directional_sh(torch.tensor(d[None]), color=color, ambient=float(rng.uniform(0.35, 0.55)))[0].numpy()
 
 def _background(image_size, rng):
     H, W = image_size
@@ -374,6 +390,53 @@ def _save_box(path, lmk2d, image_size):
     np.save(path, box, allow_pickle=True)
     return box
 
+# %% ../../nbs/84_data.now.ipynb #c2b15217
+def _write_scan(root, subj, model, name, v0, l0, scan_min_vertices, noise_mm, rng):
+    "The scan: skin, densified, noisy, mm, in a random scanner frame; and its .pp. Returns (R, t, vertex count)."
+    sv, sf = densify_scan(v0, skin_faces(model, name), scan_min_vertices, noise_mm, rng)
+    Rs = axis_angle_to_matrix(torch.tensor(rng.normal(scale=0.15, size=3))).numpy()
+    ts = rng.uniform(-60, 60, 3)
+    sv = sv @ Rs.T + ts
+    lmk7 = (l0[list(NOW_FROM_IBUG68)] * 1000.0) @ Rs.T + ts
+    scan_name = "neutral_scan.000001"
+    (root / "scans" / subj).mkdir(parents=True, exist_ok=True)
+    with open(root / "scans" / subj / f"{scan_name}.obj", "w") as fh:
+        fh.write("".join(f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in sv))
+        fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in sf + 1))
+    pp = root / "scans_lmks_onlypp" / subj / f"{scan_name}_picked_points.pp"
+    write_pp(pp, lmk7, mesh_name=f"{scan_name}.obj")
+    return Rs, ts, int(len(sv))
+
+def _write_photo(root, line, name, model, beta, albedo, target, hw, rng):
+    "One photo of `line` (`<subject>/<challenge>/<stem>.jpg`), its face box and its ground-truth JSON."
+    from PIL import Image
+    subj, challenge, fname = line.split("/"); stem = fname[:-len(".jpg")]
+    pics, boxes = root / "final_release_version" / "iphone_pictures", root / "final_release_version" / "detected_face"
+    gt = root / "groundtruth" / subj
+    psi, jaw = _sample_expression(name, model, challenge, rng)
+    v, l68 = _forward(model, beta, psi, jaw)
+    K, R, t, cam = _camera(challenge, target, hw, rng)
+    sh = _light(rng)
+    T = lambda a: torch.tensor(np.asarray(a, np.float32)[None])    # PyTorch3D renders in float32
+    r = render_mesh(T(v), model.faces, T(K), T(R), T(t), hw, albedo=albedo, sh=T(sh))
+    img = r.image[0].permute(1, 2, 0).numpy(); mask = r.mask[0, 0].numpy()[..., None]
+    img = np.clip(img * mask + _background(hw, rng) * (1 - mask), 0, 1)
+    uv, _ = project_points(T(l68), T(K), T(R), T(t)); uv = uv[0].numpy()
+    occ = None
+    if challenge == "multiview_occlusions":
+        img, m, kind = paint_occluder(img, uv, rng)
+        occ = {"kind": kind, "pixels": int(m.sum())}
+    img = img + rng.normal(scale=0.01, size=img.shape)               # sensor noise
+    (pics / subj / challenge).mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(pics / subj / challenge / f"{stem}.jpg",
+                                                                             quality=92)
+    box = _save_box(boxes / subj / challenge / f"{stem}.npy", uv, hw)
+    (gt / challenge).mkdir(parents=True, exist_ok=True)
+    (gt / challenge / f"{stem}.json").write_text(json.dumps(dict(
+        line=line, model=name, expression=psi.tolist(), jaw_pose=jaw.tolist(), K=K.tolist(), R=R.tolist(),
+        t=t.tolist(), camera=cam, sh=sh.tolist(), occluder=occ, box=box, landmarks2d=uv.tolist())))
+
+
 # %% ../../nbs/84_data.now.ipynb #ac85a29b
 def write_synthetic_now(root: str | Path,
                         n_subjects: int = 4,
@@ -387,7 +450,6 @@ def write_synthetic_now(root: str | Path,
                         challenges: tuple[str, ...] = NOW_CHALLENGES,
                        ) -> SyntheticNowSummary:
     "Write a NoW-layout dataset rendered from the book's head models (see the layout above)."
-    from PIL import Image
     root = Path(root)
     H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if n_subjects < 1 or images_per_challenge < 1: raise ValueError("n_subjects and images_per_challenge must be >= 1")
@@ -404,7 +466,6 @@ def write_synthetic_now(root: str | Path,
     gen = np.random.default_rng(seed)
     subj_seeds = gen.integers(0, 2**31, size=n_subjects)
     summary = SyntheticNowSummary(str(root), {}, [], [], skipped, {}, float(noise_mm), (H, W), int(seed))
-    pics, boxes = root / "final_release_version" / "iphone_pictures", root / "final_release_version" / "detected_face"
     for s in range(n_subjects):
         name = names[s % len(names)]; model = loaded[name]
         subj = f"SYN_{name}_{s:03d}"; summary.subjects[subj] = name
@@ -412,19 +473,8 @@ def write_synthetic_now(root: str | Path,
         beta, alpha, tone = _sample_identity(name, model, rng)
         v0, l0 = _forward(model, beta)                                        # neutral, metres
         faces = model.faces.cpu().numpy().astype(np.int64)
-        # --- the scan: skin, densified, noisy, mm, in a random scanner frame
-        sv, sf = densify_scan(v0, skin_faces(model, name), scan_min_vertices, noise_mm, rng)
-        Rs = axis_angle_to_matrix(torch.tensor(rng.normal(scale=0.15, size=3))).numpy()
-        ts = rng.uniform(-60, 60, 3)
-        sv = sv @ Rs.T + ts
-        lmk7 = (l0[list(NOW_FROM_IBUG68)] * 1000.0) @ Rs.T + ts
-        scan_name = "neutral_scan.000001"
-        (root / "scans" / subj).mkdir(parents=True, exist_ok=True)
-        with open(root / "scans" / subj / f"{scan_name}.obj", "w") as fh:
-            fh.write("".join(f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in sv))
-            fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in sf + 1))
-        write_pp(root / "scans_lmks_onlypp" / subj / f"{scan_name}_picked_points.pp", lmk7, mesh_name=f"{scan_name}.obj")
-        summary.scan_vertices[subj] = int(len(sv))
+        Rs, ts, summary.scan_vertices[subj] = _write_scan(root, subj, model, name, v0, l0, scan_min_vertices,
+                                                          noise_mm, rng)
         gt = root / "groundtruth" / subj; gt.mkdir(parents=True, exist_ok=True)
         np.savez(gt / "identity.npz", model=name, shape=beta, albedo=alpha, tone=tone, neutral_verts=v0, faces=faces,
                  neutral_lmks68=l0, scan_rotation=Rs, scan_translation_mm=ts, noise_mm=noise_mm)
@@ -434,27 +484,7 @@ def write_synthetic_now(root: str | Path,
         for challenge in challenges:
             for _ in range(images_per_challenge):
                 k += 1; stem = f"IMG_{k:04d}"; line = f"{subj}/{challenge}/{stem}.jpg"
-                psi, jaw = _sample_expression(name, model, challenge, rng)
-                v, l68 = _forward(model, beta, psi, jaw)
-                K, R, t, cam = _camera(challenge, target, (H, W), rng)
-                sh = _light(rng)
-                T = lambda a: torch.tensor(np.asarray(a, np.float32)[None])    # PyTorch3D renders in float32
-                r = render_mesh(T(v), model.faces, T(K), T(R), T(t), (H, W), albedo=albedo, sh=T(sh))
-                img = r.image[0].permute(1, 2, 0).numpy(); mask = r.mask[0, 0].numpy()[..., None]
-                img = np.clip(img * mask + _background((H, W), rng) * (1 - mask), 0, 1)
-                uv, _ = project_points(T(l68), T(K), T(R), T(t)); uv = uv[0].numpy()
-                occ = None
-                if challenge == "multiview_occlusions":
-                    img, m, kind = paint_occluder(img, uv, rng)
-                    occ = {"kind": kind, "pixels": int(m.sum())}
-                img = img + rng.normal(scale=0.01, size=img.shape)               # sensor noise
-                (pics / subj / challenge).mkdir(parents=True, exist_ok=True)
-                Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(pics / subj / challenge / f"{stem}.jpg", quality=92)
-                box = _save_box(boxes / subj / challenge / f"{stem}.npy", uv, (H, W))
-                (gt / challenge).mkdir(parents=True, exist_ok=True)
-                (gt / challenge / f"{stem}.json").write_text(json.dumps(dict(
-                    line=line, model=name, expression=psi.tolist(), jaw_pose=jaw.tolist(), K=K.tolist(), R=R.tolist(),
-                    t=t.tolist(), camera=cam, sh=sh.tolist(), occluder=occ, box=box, landmarks2d=uv.tolist())))
+                _write_photo(root, line, name, model, beta, albedo, target, (H, W), rng)
                 (summary.validation if s < nval else summary.test).append(line)
     root.mkdir(parents=True, exist_ok=True)
     (root / "imagepathsvalidation.txt").write_text("".join(l + "\n" for l in summary.validation))
@@ -486,7 +516,10 @@ def oracle_predictions(dataset_root: str | Path,
     for it in items:
         if it.subject not in cache:
             p = root / "groundtruth" / it.subject / "identity.npz"
-            if not p.exists(): raise FileNotFoundError(f"no ground truth for {it.subject} at {p}; was {root} written by write_synthetic_now?")
-            z = np.load(p); cache[it.subject] = (z["neutral_verts"], z["faces"], z["neutral_lmks68"][list(NOW_FROM_IBUG68)])
+            if not p.exists():
+                raise FileNotFoundError(f"no ground truth for {it.subject} at {p}; "
+                                        f"was {root} written by write_synthetic_now?")
+            z = np.load(p)
+            cache[it.subject] = (z["neutral_verts"], z["faces"], z["neutral_lmks68"][list(NOW_FROM_IBUG68)])
         write_prediction(pred_dir, it.line, *cache[it.subject])
     return len(items)

@@ -1,6 +1,6 @@
 "Evaluation: exact point-to-surface distance, the NoW protocol, NPHM's surface metrics."
 # Hand-written re-exports (nbdev does not overwrite an existing __init__.py).
-# NoW's file layout (image lists, .pp files, prediction folders, result files, `evaluate_now`) is in `headbook.data.now`.
+# NoW's file layout (image lists, .pp files, predictions, result files, `evaluate_now`): `headbook.data.now`.
 from headbook.eval.distance import (ClosestPoints, TriangleIndex, closest_point_on_triangle,
                                     closest_points_brute_force, point_to_mesh_distance,
                                     point_to_mesh_distance_torch)

@@ -91,7 +91,9 @@ def _lm(x, index, inv, fix_scale, max_iter, tol):
         if -(2 * gvec @ d0 + d0 @ A @ d0) <= tol * cost: break              # Gauss-Newton sees nothing left to gain
         for _ in range(12):
             delta = step(lam)
-            if -(2 * gvec @ delta + delta @ A @ delta) <= tol * cost: break   # damped step predicts nothing worth a query
+            # damped step predicts nothing worth a query
+            if -(2 * gvec @ delta + delta @ A @ delta) <= tol * cost:
+                break
             full = np.r_[0.0, delta] if fix_scale else delta
             ds, w, dt = full[0], full[1:4], full[4:7]
             Rw = axis_angle_to_matrix(torch.from_numpy(w)).numpy()
@@ -110,9 +112,11 @@ def refine_alignment(scan_points: np.ndarray,  # [M, 3] cropped scan vertices (m
                      pred_verts: np.ndarray,   # [V, 3] prediction after step 2 (mm)
                      pred_faces: np.ndarray,   # [F, 3]
                      fix_scale: bool = False,  # True for the metrical protocol
-                     subset: int = 5000,       # >0: first converge on this many random points (0: all points throughout)
+                     # >0: first converge on this many random points (0: all points throughout)
+                     subset: int = 5000,
                      max_iter: int = 100,
-                     tol: float = 1e-6,        # stop when the predicted or achieved relative cost decrease falls below this
+                     # stop when the predicted or achieved relative cost decrease falls below this
+                     tol: float = 1e-6,
                      index: TriangleIndex | None = None,  # an index over (pred_verts, pred_faces), if built already
                      seed: int = 0,
                     ) -> Refinement:
@@ -154,9 +158,11 @@ def now_scan_to_mesh(scan_verts: np.ndarray,   # [Vs, 3] scan (mm)
     sl = _check_lmks(scan_lmks, "scan_lmks"); pl = _check_lmks(pred_lmks, "pred_lmks")
     pv = np.asarray(pred_verts, np.float64); pf = np.asarray(pred_faces, np.int64)
     if pv.ndim != 2 or pv.shape[1] != 3: raise ValueError(f"pred_verts must have shape [V, 3], got {pv.shape}")
-    if pf.ndim != 2 or pf.shape[1] != 3 or len(pf) == 0: raise ValueError(f"pred_faces must have shape [F>0, 3], got {pf.shape}")
+    if pf.ndim != 2 or pf.shape[1] != 3 or len(pf) == 0:
+        raise ValueError(f"pred_faces must have shape [F>0, 3], got {pf.shape}")
     crop = crop or crop_face(scan_verts, sl)
-    if len(crop.vertex_ids) == 0: raise ValueError("no scan vertex lies inside the face crop; are the scan landmarks on the scan?")
+    if len(crop.vertex_ids) == 0:
+        raise ValueError("no scan vertex lies inside the face crop; are the scan landmarks on the scan?")
     T0 = procrustes(pl, sl)
     if metrical:
         if unit not in UNIT_TO_MM: raise ValueError(f"unit must be one of {list(UNIT_TO_MM)}, got {unit!r}")
@@ -183,7 +189,8 @@ def now_stats(distances: list[np.ndarray]) -> NowStats:
     e = np.concatenate([np.ravel(d) for d in distances])
     return NowStats(float(np.median(e)), float(np.mean(e)), float(np.std(e)), len(distances), int(e.size))
 
-def cumulative_error(errors: np.ndarray, nbins: int = 100_000) -> tuple[np.ndarray, np.ndarray]:  # edges [nbins], percent [nbins]
+def cumulative_error(errors: np.ndarray, nbins: int = 100_000,
+                    ) -> tuple[np.ndarray, np.ndarray]:  # edges [nbins], percent [nbins]
     "The reference's cumulative curve: histogram left edges and the cumulative percentage up to each bin."
     e = np.ravel(errors)
     values, base = np.histogram(e, bins=nbins)
@@ -218,7 +225,8 @@ def now_result(method: str, split: str, metrical: bool,
                missing: list[str],             # lines with no prediction
               ) -> NowResult:
     "Pool the per-image distances into the benchmark's statistics, overall and per challenge."
-    per = {c: now_stats([d for d, cc in zip(distances, challenges) if cc == c]) for c in NOW_CHALLENGES if c in challenges}
+    per = {c: now_stats([d for d, cc in zip(distances, challenges) if cc == c])
+           for c in NOW_CHALLENGES if c in challenges}
     return NowResult(method + ("_metrical" if metrical else ""), split, metrical, images, challenges, distances,
                      missing, now_stats(distances), per)
 

@@ -47,7 +47,8 @@ def dynamic_contour_embedding(verts,       # [V, 3] neutral template
                              ) -> tuple[np.ndarray, np.ndarray]:  # faces [79, 17], bary [79, 17, 3]
     "For each yaw bin, the silhouette vertex of each band (subject's right: min x', left: max x', chin band: first)."
     v = np.asarray(verts, np.float64)
-    if len(candidates) != N_CONTOUR_LMK: raise ValueError(f"candidates must hold {N_CONTOUR_LMK} bands, got {len(candidates)}")
+    if len(candidates) != N_CONTOUR_LMK:
+        raise ValueError(f"candidates must hold {N_CONTOUR_LMK} bands, got {len(candidates)}")
     out = np.zeros((N_YAW_BINS, N_CONTOUR_LMK), np.int64)
     for b in range(N_YAW_BINS):
         th = np.deg2rad(yaw_of_bin(b))

@@ -1,4 +1,4 @@
-"""One `nn.Module` for every head model: shape, expression, eyelids, global/neck/jaw/eye poses, translation → vertices, joints and 68 landmarks.
+"""One `nn.Module` for every head model: shape, expression, eyelids, poses, translation → vertices, joints, landmarks.
 
 Docs: https://headbook.github.io/headbook/models.flame.html.md"""
 
@@ -66,15 +66,19 @@ def validate_head_model_data(d: HeadModelData):
         a = getattr(d, name)
         if a is None: continue
         a = np.asarray(a)
-        _req(a.ndim == 3 and a.shape[:2] == (V, 3), f"HeadModelData.{name} must have shape [{V}, 3, K], got {list(a.shape)}")
-    _req(np.asarray(d.posedirs).shape[2] == 36, f"HeadModelData.posedirs must have 36 components, got {np.asarray(d.posedirs).shape[2]}")
+        _req(a.ndim == 3 and a.shape[:2] == (V, 3),
+             f"HeadModelData.{name} must have shape [{V}, 3, K], got {list(a.shape)}")
+    P = np.asarray(d.posedirs).shape[2]
+    _req(P == 36, f"HeadModelData.posedirs must have 36 components, got {P}")
     f = np.asarray(d.faces)
     _req(f.ndim == 2 and f.shape[1] == 3, f"HeadModelData.faces must have shape [F, 3], got {list(f.shape)}")
     _req(f.min() >= 0 and f.max() < V, f"HeadModelData.faces index vertices outside [0, {V})")
     for name in ["v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights"]:
         _req(np.isfinite(np.asarray(getattr(d, name))).all(), f"HeadModelData.{name} contains NaN or inf")
-    if d.eyelid_dirs is not None: _req(np.asarray(d.eyelid_dirs).shape[2] == 2, "HeadModelData.eyelid_dirs must have 2 components (left, right)")
-    if d.albedo_mean is not None: _req(np.asarray(d.albedo_mean).shape == (V, 3), f"HeadModelData.albedo_mean must have shape [{V}, 3]")
+    if d.eyelid_dirs is not None:
+        _req(np.asarray(d.eyelid_dirs).shape[2] == 2, "HeadModelData.eyelid_dirs must have 2 components (left, right)")
+    if d.albedo_mean is not None:
+        _req(np.asarray(d.albedo_mean).shape == (V, 3), f"HeadModelData.albedo_mean must have shape [{V}, 3]")
 
 # %% ../../nbs/11_models.flame.ipynb #f0cc624d
 @dataclass
@@ -142,7 +146,8 @@ class FLAME(nn.Module):
             if not isinstance(v, Tensor): raise TypeError(f"{k} must be a torch.Tensor, got {type(v).__name__}")
             if v.dim() != 2: raise ValueError(f"{k} must have shape [B, {self._size(k)}], got {list(v.shape)}")
             if v.shape[0] != 1:
-                if B != 1 and v.shape[0] != B: raise ValueError(f"{k} has batch size {v.shape[0]}, other inputs have {B}")
+                if B != 1 and v.shape[0] != B:
+                    raise ValueError(f"{k} has batch size {v.shape[0]}, other inputs have {B}")
                 B = v.shape[0]
         return B
 
@@ -168,7 +173,8 @@ class FLAME(nn.Module):
             if v is None: continue
             if k in ("shape", "expression"):
                 lim = self.n_shape if k == "shape" else self.n_expr
-                if v.shape[1] > lim: raise ValueError(f"{k} must have shape [B, <= {lim}] for this model, got {list(v.shape)}")
+                if v.shape[1] > lim:
+                    raise ValueError(f"{k} must have shape [B, <= {lim}] for this model, got {list(v.shape)}")
             elif k == "eyelids":
                 if self.n_eyelids == 0: raise ValueError("eyelids given but this head model has no eyelid blend shapes")
                 if v.shape[1] != 2: raise ValueError(f"eyelids must have shape [B, 2], got {list(v.shape)}")
@@ -194,7 +200,8 @@ class FLAME(nn.Module):
         if eyelids is not None: lin.append(ex(eyelids))
         c = torch.cat(lin, 1) if lin else z(0)                                              # [B, n]
         n = c.shape[1]
-        v = torch.addmm(self.v_template.view(1, -1), torch.cat([pose_features(rot), c], 1), self.blend[:36 + n]).view(B, -1, 3)
+        feats = torch.cat([pose_features(rot), c], 1)                                    # [B, 36 + n]
+        v = torch.addmm(self.v_template.view(1, -1), feats, self.blend[:36 + n]).view(B, -1, 3)
         J = self.J_template + (c @ self.J_dirs[:n]).view(B, 5, 3) if n else self.J_template.expand(B, 5, 3)
         joints, A = rigid_transforms(rot, J, self.parents)
         verts = skin(v, A, self.weights)
@@ -214,5 +221,6 @@ class FLAME(nn.Module):
         return torch.cat([dyn, sta], 1)
 
     def extra_repr(self) -> str:
-        return f"name={self.data.name}, V={self.n_verts}, shape={self.n_shape}, expression={self.n_expr}, eyelids={self.n_eyelids}"
+        return (f"name={self.data.name}, V={self.n_verts}, shape={self.n_shape}, expression={self.n_expr}, "
+                f"eyelids={self.n_eyelids}")
 

@@ -1,4 +1,4 @@
-"""Blend shapes, joint regression, the rigid kinematic chain, skinning and the contour landmarks' yaw bin — plain functions, no state.
+"""Blend shapes, joint regression, the kinematic chain, skinning, the contour's yaw bin — plain functions, no state.
 
 Docs: https://headbook.github.io/headbook/models.lbs.html.md"""
 
