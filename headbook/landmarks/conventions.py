@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skimage.draw import polygon as _fill_polygon
+from ..eval.now import NOW_FROM_IBUG68, NOW_LANDMARK_NAMES
 
 # %% auto #0
 __all__ = ['MP478_TO_IBUG68', 'IBUG68_REGIONS', 'IBUG68_MIRROR', 'IBUG68_TO_NOW7', 'NOW7_NAMES', 'MP478_TO_NOW7',
@@ -41,9 +42,10 @@ IBUG68_MIRROR = np.array(
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], dtype=np.int64)
 
 # %% ../../nbs/25_landmarks.conventions.ipynb #abc9fb81
-IBUG68_TO_NOW7 = np.array([36, 39, 42, 45, 33, 48, 54], dtype=np.int64)  # [7]
-NOW7_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
-              "nose_bottom", "right_mouth_corner", "left_mouth_corner")
+# One copy of the NoW table: the protocol (`eval.now`) owns it, because eval sits below landmarks and may not
+# import them; here it becomes an index array.
+IBUG68_TO_NOW7 = np.array(NOW_FROM_IBUG68, dtype=np.int64)  # [7]
+NOW7_NAMES = NOW_LANDMARK_NAMES
 MP478_TO_NOW7 = MP478_TO_IBUG68[IBUG68_TO_NOW7]  # [7]
 
 # %% ../../nbs/25_landmarks.conventions.ipynb #34e01edc

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy, hashlib, json, os
 from pathlib import Path
 import numpy as np
-from .flame import HeadModelData, closest_point_embedding, dynamic_contour_embedding
+from .flame import HeadModelData
+from .embeddings import closest_point_embedding, dynamic_contour_embedding
 
 # %% auto #0
 __all__ = ['SYNTHHEAD_VERSION', 'HEAD', 'NOW7_IBUG', 'sd_ellipsoid', 'sd_sphere', 'sd_capsule', 'smin', 'smax', 'eye_opening_sdf',
@@ -129,7 +130,8 @@ def _carves(H=HEAD):
     out = []
     for side in (1, -1):
         cs = c * (side, 1, 1)
-        out.append((f"eye{side}", tuple(cs - 0.025), tuple(cs + 0.04), lambda q, s=side: _eye_carve(q, s, H), smax, 0.0015))
+        out.append((f"eye{side}", tuple(cs - 0.025), tuple(cs + 0.04), lambda q, s=side: _eye_carve(q, s, H),
+                    smax, 0.0015))
     out.append(("mouth", (-0.05, -0.075, 0.02), (0.05, -0.03, 0.12), lambda q: _mouth_carve(q, H), smax, 0.0008))
     return out
 
@@ -158,7 +160,8 @@ def _grid_sdf(xs, ys, zs, H=HEAD):
     G = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), -1)
     d = _base_sdf(G, H)
     for _, lo, hi, fn, op, k in _FEATURES + _carves(H):
-        sl = tuple(slice(np.searchsorted(a, l), np.searchsorted(a, h, "right")) for a, l, h in zip((xs, ys, zs), lo, hi))
+        sl = tuple(slice(np.searchsorted(a, l), np.searchsorted(a, h, "right"))
+                   for a, l, h in zip((xs, ys, zs), lo, hi))
         d[sl] = op(d[sl], fn(G[sl]), k)
     return d
 
@@ -297,7 +300,8 @@ def _random_fields(v, n, seed, sym=True):
     for _ in range(n):
         coef = rng.standard_normal((len(freqs), 3)) / (1 + (freqs ** 2).sum(1))[:, None]
         phase = rng.uniform(0, np.pi, (len(freqs), 3))
-        a, b = coef * np.cos(phase), coef * np.sin(phase)                                  # cos(t + ph) = cos t cos ph - sin t sin ph
+        # cos(t + ph) = cos t cos ph - sin t sin ph
+        a, b = coef * np.cos(phase), coef * np.sin(phase)
         f = C @ a - S @ b
         if sym: f = 0.5 * (f + (Cm @ a - Sm @ b) * np.array([-1.0, 1.0, 1.0]))
         out.append(f)
@@ -372,7 +376,8 @@ def expression_modes(v, part, H=HEAD):
     head = (part == 0).astype(float)
     E3 = lambda dx, dy, dz: np.stack([dx + 0 * x, dy + 0 * x, dz + 0 * x], -1)
     eg = lambda c, s: np.exp(-((((v - np.asarray(c, float)) / np.asarray(s, float)) ** 2).sum(-1)) * 0.5)
-    egm = lambda c, s: np.exp(-((((np.stack([ax, y, z], -1) - np.asarray(c, float)) / np.asarray(s, float)) ** 2).sum(-1)) * 0.5)
+    egm = lambda c, s: np.exp(-((((np.stack([ax, y, z], -1) - np.asarray(c, float)) / np.asarray(s, float)) ** 2)
+                                .sum(-1)) * 0.5)
     lips = eg((0, ym, 0.084), (0.018, 0.009, 0.012))
     up = _smoothstep(-0.5, 0.5, (y - ym) / (0.0004 + 0.016 * _smoothstep(0.018, 0.05, ax)))
     lo = 1 - up
@@ -384,8 +389,10 @@ def expression_modes(v, part, H=HEAD):
     brow_out = egm((0.046, 0.046, 0.062), (0.010, 0.011, 0.02))
     E = {}
     E["smile"] = E3(sx * 0.0025, 0.0042, -0.0015) * corner[:, None] + E3(0, 0.0012, 0.0006) * cheek[:, None]
-    E["smile_left"] = E3(0.0025, 0.0042, -0.0015) * cornerL[:, None] + E3(0, 0.0012, 0.0006) * (cheek * (x > 0))[:, None]
-    E["smile_right"] = E3(-0.0025, 0.0042, -0.0015) * cornerR[:, None] + E3(0, 0.0012, 0.0006) * (cheek * (x < 0))[:, None]
+    E["smile_left"] = (E3(0.0025, 0.0042, -0.0015) * cornerL[:, None]
+                       + E3(0, 0.0012, 0.0006) * (cheek * (x > 0))[:, None])
+    E["smile_right"] = (E3(-0.0025, 0.0042, -0.0015) * cornerR[:, None]
+                        + E3(0, 0.0012, 0.0006) * (cheek * (x < 0))[:, None])
     E["brow_raise"] = E3(0, 0.0030, 0.0004) * brow[:, None]
     E["brow_inner_raise"] = E3(0, 0.0030, 0.0003) * brow_in[:, None]
     E["brow_outer_raise"] = E3(0, 0.0028, 0.0) * brow_out[:, None]
@@ -430,7 +437,8 @@ def _raycast_front(v, f, xy):
     for i in range(len(xy)):
         h = loc[ri == i]
         if len(h): out[i] = h[np.argmax(h[:, 2])]
-    if np.isnan(out).any(): raise RuntimeError(f"landmark rays missed the head at {np.asarray(xy)[np.isnan(out[:, 0])]}")
+    if np.isnan(out).any():
+        raise RuntimeError(f"landmark rays missed the head at {np.asarray(xy)[np.isnan(out[:, 0])]}")
     return out
 
 # %% ../../nbs/13_models.synthhead.ipynb #3073c2ed
@@ -451,16 +459,20 @@ def static_landmark_points(v, f, part, H=HEAD):
     for s, order in ((-1, "R"), (1, "L")):                                                      # 36-41, 42-47
         X = lambda dx: s * (cx + dx)
         if s < 0:
-            xy += [(X(w + 0.0008), cy), (X(e), yu(e)), (X(-e), yu(e)), (X(-w - 0.0008), cy), (X(-e), yl(e)), (X(e), yl(e))]
+            xy += [(X(w + 0.0008), cy), (X(e), yu(e)), (X(-e), yu(e)),
+                   (X(-w - 0.0008), cy), (X(-e), yl(e)), (X(e), yl(e))]
         else:
-            xy += [(X(-w - 0.0008), cy), (X(-e), yu(e)), (X(e), yu(e)), (X(w + 0.0008), cy), (X(e), yl(e)), (X(-e), yl(e))]
+            xy += [(X(-w - 0.0008), cy), (X(-e), yu(e)), (X(e), yu(e)),
+                   (X(w + 0.0008), cy), (X(e), yl(e)), (X(-e), yl(e))]
     ub = lambda a: ym + 0.0035 + 0.0070 * np.sqrt(max(1 - (a / 0.026) ** 2, 0))
     lb = lambda a: ym - 0.0040 - 0.0090 * np.sqrt(max(1 - (a / 0.023) ** 2, 0))
-    xy += [(-mw - 0.002, ym), (-0.015, ub(0.015)), (-0.006, ub(0.006) + 0.0008), (0, ub(0)), (0.006, ub(0.006) + 0.0008),
-           (0.015, ub(0.015)), (mw + 0.002, ym), (0.015, lb(0.015)), (0.006, lb(0.006)), (0, lb(0)), (-0.006, lb(0.006)),
+    xy += [(-mw - 0.002, ym), (-0.015, ub(0.015)), (-0.006, ub(0.006) + 0.0008), (0, ub(0)),
+           (0.006, ub(0.006) + 0.0008), (0.015, ub(0.015)), (mw + 0.002, ym), (0.015, lb(0.015)),
+           (0.006, lb(0.006)), (0, lb(0)), (-0.006, lb(0.006)),
            (-0.015, lb(0.015))]                                                                  # 48-59 outer lips
     pts = _raycast_front(hv, hf, np.array(xy))
-    pts[13] = hv[np.argmax(np.where(np.abs(hv[:, 0]) < 0.004, hv[:, 2], -1))]                   # 30: nose tip = front-most
+    # 30: nose tip = front-most
+    pts[13] = hv[np.argmax(np.where(np.abs(hv[:, 0]) < 0.004, hv[:, 2], -1))]
     # 60-67 inner lips: the front edge of the slit walls (height of the wall, depth of its front-most vertex)
     def slit_edge(xt, sgn):
         m = (np.abs(hv[:, 1] - ym) < 0.0015) & (np.abs(np.abs(hv[:, 0]) - abs(xt)) < 0.003)
@@ -504,10 +516,12 @@ def regions(v, part, H=HEAD):
     R["mouth_interior"] = inner & (np.abs(y - ym) < 0.02) & (np.abs(x) < 0.04)
     R["eye_sockets"] = inner & near_eye
     R["lips"] = head & ~inner & (np.abs(x) < 0.026) & (y < ym + 0.0125) & (y > ym - 0.0145) & (z > 0.072)
-    R["face"] = head & (z > 0.02) & (y > -0.105) & (y < 0.075) & (np.abs(x) < 0.068) & ~R["mouth_interior"] & ~R["eye_sockets"]
+    R["face"] = (head & (z > 0.02) & (y > -0.105) & (y < 0.075) & (np.abs(x) < 0.068)
+                 & ~R["mouth_interior"] & ~R["eye_sockets"])
     R["neck"] = head & (y < -0.105) & ~R["face"]
     R["scalp"] = head & ~R["face"] & ~R["neck"] & ~inner & (y > 0.0)
-    R["brows"] = head & ~inner & (np.exp(-0.5 * (((np.abs(x) - 0.03) / 0.018) ** 2 + ((y - 0.051) / 0.004) ** 2)) > 0.5) & (z > 0.055)
+    brow = np.exp(-0.5 * (((np.abs(x) - 0.03) / 0.018) ** 2 + ((y - 0.051) / 0.004) ** 2))
+    R["brows"] = head & ~inner & (brow > 0.5) & (z > 0.055)
     return R
 
 # %% ../../nbs/13_models.synthhead.ipynb #ed52d5c0
@@ -563,7 +577,8 @@ def _generate(H=HEAD) -> HeadModelData:
     alb, albB = albedo_model(v, part, R, eye_dirs, 12, H)
     lmk_all = np.concatenate([(v[f[dfi[0]]] * dbc[0][..., None]).sum(1), lmk])          # [68, 3] at yaw 0
     now7 = np.array([np.argmin(_len(v[part == 0] - lmk_all[i])) for i in NOW7_IBUG])
-    extras = dict(expression_names=ex_names, identity_names=id_names + [f"pca_{i}" for i in range(shapedirs.shape[2] - len(id_names))],
+    pca_names = [f"pca_{i}" for i in range(shapedirs.shape[2] - len(id_names))]
+    extras = dict(expression_names=ex_names, identity_names=id_names + pca_names,
                   now7_lmk68=np.array(NOW7_IBUG), now7_vertex_ids=now7, part=part,
                   **{f"region_{k}": m for k, m in R.items()}, version=SYNTHHEAD_VERSION)
     f32 = lambda a: np.ascontiguousarray(a, np.float32)
