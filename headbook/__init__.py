@@ -6,6 +6,7 @@ Modules:
 - `headbook.eval.distance`: Exact closest points on a triangle mesh: Ericson's closest-point-on-triangle, vectorised, behind a k-d tree with a provable stopping rule, and a differentiable torch twin.
 - `headbook.eval.now`: Scan-to-mesh error of a predicted head against the NoW benchmark's scans: crop, 7-landmark similarity Procrustes, rigid refinement on the surface, per-vertex distances, cumulative error curve.
 - `headbook.eval.surface`: NPHM's reconstruction metrics: Chamfer-L1/L2, normal consistency and F-scores between point samples of two surfaces, with samples taken from what cameras around the head can see, an optional face region and a neck cut.
+- `headbook.implicit.extract`: The SDF on a grid in bounded-memory chunks, coarse-to-fine so that only cells near the surface are evaluated finely, marching cubes, the largest connected component, and a mesh in the book's format.
 - `headbook.implicit.fields`: Fourier features, an MLP with skips and Softplus that starts as a sphere, a batched ensemble of small MLPs, and normals through autograd.
 - `headbook.implicit.roots`: Batched Broyden's method for $f(x) = y$ with several starts per query, per-query convergence masks and gradients from the implicit function theorem.
 - `headbook.implicit.sampling`: Surface points with normals, near-surface and far-field points with exact signed distances, streamed from the book's meshes; the sign from a generalised winding number, so open meshes and scans work too.
