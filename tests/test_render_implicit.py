@@ -56,7 +56,7 @@ def test_secant_fallback_when_the_field_overestimates_distance():
     K, R, t = camera(64)
     o, d = camera_rays(K, R, t, (64, 64))
     over = lambda x: 3.0 * (x.norm(dim=-1) - 0.1)                                 # steps 3x too long: overshoots
-    tr = sphere_trace(over, o, d, near=0.2, far=1.0, n_samples=128)
+    tr = sphere_trace(over, o, d, near=0.2, far=1.0, n_samples=128, search_misses=True)
     closest = (o - (o * d).sum(-1, keepdim=True) * d).norm(dim=-1)
     clear = (closest - 0.1).abs() > 2e-3
     assert torch.equal(tr.hit[clear], (closest < 0.1)[clear])
@@ -85,7 +85,7 @@ def test_idr_surface_point_gradient_matches_the_analytic_derivative():
     K, R, t = camera(48)
     o, d = camera_rays(K.double(), R.double(), t.double(), (48, 48))
     r = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
-    tr = sphere_trace(lambda x: x.norm(dim=-1) - r, o, d, near=0.2, far=1.0, eps=1e-10)
+    tr = sphere_trace(lambda x: x.norm(dim=-1) - r, o, d, near=0.2, far=1.0, eps=1e-10, n_steps=200)
     idx = tr.hit[0].nonzero().squeeze(1)
     oo, dd, t0 = o[0, idx], d[0, idx], tr.t[0, idx]
     x = idr_surface_point(lambda p: p.norm(dim=-1) - r, oo, dd, t0)
