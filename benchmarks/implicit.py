@@ -5,7 +5,7 @@ Run: OMP_NUM_THREADS=1 python benchmarks/implicit.py
 Prints one `name: value unit` line per figure; each time is the best of a few repeats (the build machine is shared,
 so the minimum is the figure least disturbed by other jobs).
 
-Scenes: the ensemble is 64 members of 4 layers of 64 (NPHM-like local MLPs) on 512 points each, forward only;
+Scenes: the ensemble is 64 members of 4 layers of 64 (NPHM-like local MLPs) on 512 and on 32 points each;
 Broyden inverts the book's LBS on synthhead (neck 0.3 rad, jaw 0.25 rad, a Gaussian-kernel weight field on 800
 vertices) for 2000 queries with one start per bone (5); sphere tracing renders an `SDFNetwork` (4 layers of 128,
 skip at 2, 4 octaves, sphere initialisation of radius 0.1 m) under a pinhole camera 0.5 m away, SH-shaded;
@@ -36,14 +36,20 @@ def timeit(fn, n=3, budget_s=30.0, warmup=True):
 
 def bench_ensemble():
     torch.manual_seed(0)
-    M, N = 64, 512
+    M = 64
     ens = MLPEnsemble(n_members=M, d_out=1, width=64, n_layers=4)
-    x = torch.randn(M, N, 3)
-    with torch.no_grad():
-        tb = timeit(lambda: ens(x), n=10); tl = timeit(lambda: ens.forward_loop(x), n=10)
-    print(f"ensemble_batched_64x512: {M * N / tb:.3g} evals/s")
-    print(f"ensemble_loop_64x512: {M * N / tl:.3g} evals/s")
-    print(f"ensemble_speedup: {tl / tb:.1f} x")
+    for N in (512, 32):   # points per member: a full batch, and the few points each member keeps after the cutoff
+        x = torch.randn(M, N, 3)
+        with torch.no_grad():
+            tb = timeit(lambda: ens(x), n=20); tl = timeit(lambda: ens.forward_loop(x), n=20)
+        print(f"ensemble_batched_64x{N}: {M * N / tb:.3g} evals/s")
+        print(f"ensemble_loop_64x{N}: {M * N / tl:.3g} evals/s")
+        print(f"ensemble_speedup_64x{N}: {tl / tb:.1f} x")
+    # with gradients (training): forward + backward
+    x = torch.randn(M, 512, 3)
+    def fb(f): f(x).sum().backward()
+    tb = timeit(lambda: fb(ens), n=5); tl = timeit(lambda: fb(ens.forward_loop), n=5)
+    print(f"ensemble_fwdbwd_speedup_64x512: {tl / tb:.1f} x")
 
 
 def bench_broyden():
@@ -56,7 +62,8 @@ def bench_broyden():
     anchors = torch.randperm(vt.shape[0], generator=g)[:800]
     av, aw = vt[anchors], head.weights.float()[anchors]
     pose = torch.zeros(1, 5, 3); pose[0, 1, 1] = 0.3; pose[0, 2, 0] = 0.25
-    A = rigid_transforms(axis_angle_to_matrix(pose), vertices_to_joints(head.J_regressor.float(), vt[None]), head.parents)[1][0]
+    J0 = vertices_to_joints(head.J_regressor.float(), vt[None])
+    A = rigid_transforms(axis_angle_to_matrix(pose), J0, head.parents)[1][0]
 
     def fn(x, qi):
         w = torch.softmax(-torch.cdist(x, av) ** 2 / (2 * 0.01 ** 2), dim=1) @ aw
@@ -92,7 +99,8 @@ def bench_marching_cubes():
     for R in (128, 256):
         grid = sdf_grid(sphere, [-1] * 3, [1] * 3, R)
         print(f"marching_cubes_skimage_{R}: {timeit(lambda: marching_cubes(grid, [-1] * 3, [1] * 3), n=5):.3f} s")
-        print(f"marching_cubes_pytorch3d_{R}: {timeit(lambda: p3d_mc(grid[None], 0.0, return_local_coords=True), n=5):.3f} s")
+        s = timeit(lambda: p3d_mc(grid[None], 0.0, return_local_coords=True), n=5)
+        print(f"marching_cubes_pytorch3d_{R}: {s:.3f} s")
 
 
 def bench_extract():

@@ -57,6 +57,7 @@ def test_empty_level_set_and_bad_inputs():
     assert v.shape == (0, 3) and f.shape == (0, 3)
     bad = torch.zeros(8, 8, 8); bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="sdf contains NaN"): marching_cubes(bad, [-1] * 3, [1] * 3)
-    with pytest.raises(ValueError, match=r"sdf must have shape \[\*, \*, \*\]"): marching_cubes(torch.zeros(8, 8), [0] * 3, [1] * 3)
+    with pytest.raises(ValueError, match=r"sdf must have shape \[\*, \*, \*\]"):
+        marching_cubes(torch.zeros(8, 8), [0] * 3, [1] * 3)
     with pytest.raises(ValueError, match="hi must exceed lo"): sdf_grid(lambda p: p[:, 0], [0, 0, 0], [1, 0, 1], 8)
     with pytest.raises(ValueError, match=r"lo must have shape \[3\]"): sdf_grid(lambda p: p[:, 0], [0, 0], [1, 1, 1], 8)

@@ -1,4 +1,4 @@
-"implicit.roots: Broyden inverts LBS on synthhead, flags what has no root, and its IFT gradients match finite differences."
+"implicit.roots: Broyden inverts LBS on synthhead, flags what has no root; IFT gradients match finite differences."
 import pytest, torch
 from headbook.implicit.roots import broyden, find_roots, batch_jacobian
 from headbook.models.lbs import rigid_transforms, vertices_to_joints

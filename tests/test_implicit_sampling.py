@@ -46,9 +46,11 @@ def test_open_ict_head_sign_inside_skull_and_outside():
     v, f = ict.v_template.float(), ict.faces.long()
     assert not trimesh.Trimesh(v.numpy(), f.numpy(), process=False).is_watertight
     g = torch.Generator().manual_seed(0)
-    ball = torch.randn(200, 3, generator=g); ball = ball / ball.norm(dim=-1, keepdim=True) * 0.02 * torch.rand(200, 1, generator=g)
+    ball = torch.randn(200, 3, generator=g)
+    ball = ball / ball.norm(dim=-1, keepdim=True) * 0.02 * torch.rand(200, 1, generator=g)
     inside = torch.tensor([0.0, 0.05, 0.0]) + ball                                 # the middle of the skull
-    far = torch.randn(200, 3, generator=g); far = far / far.norm(dim=-1, keepdim=True) * 0.35   # a shell around the head
+    far = torch.randn(200, 3, generator=g)
+    far = far / far.norm(dim=-1, keepdim=True) * 0.35                            # a shell around the head
     sd_in, sd_out = signed_distance(inside, v, f), signed_distance(far, v, f)
     assert (sd_in.sdf < 0).all() and (sd_in.winding > 0.8).all()
     assert (sd_out.sdf > 0).all() and (sd_out.winding.abs() < 0.1).all()            # measured: |w| <= 0.05
@@ -67,13 +69,15 @@ def test_stream_over_ict_identities_and_the_scan():
     V, F = load_mesh(scan)
     b = next(iter(sdf_stream([(torch.from_numpy(V), torch.from_numpy(F))], n_surface=50, n_near=100, n_far=100)))
     centre = torch.from_numpy((V.min(0) + V.max(0)) / 2)[None]
-    assert signed_distance(centre, torch.from_numpy(V), torch.from_numpy(F)).sdf[0] < -0.02   # inside the open scan (measured -0.023)
+    sd_centre = signed_distance(centre, torch.from_numpy(V), torch.from_numpy(F)).sdf[0]
+    assert sd_centre < -0.02                                                       # inside the open scan (-0.023)
     assert torch.allclose(b.normals.norm(dim=-1), torch.ones(50), atol=1e-5)
 
 
 def test_bad_inputs(synthhead):
     hv, hf = synthhead
-    with pytest.raises(ValueError, match=r"points must have shape \[\*, 3\]"): signed_distance(torch.zeros(5, 2), hv, hf)
+    with pytest.raises(ValueError, match=r"points must have shape \[\*, 3\]"):
+        signed_distance(torch.zeros(5, 2), hv, hf)
     with pytest.raises(ValueError, match="points contains NaN"):
         signed_distance(torch.tensor([[float("nan"), 0, 0]]), hv, hf)
     with pytest.raises(ValueError, match=r"verts must have shape \[\*, 3\]"): MeshSDFSampler(hv[:, :2], hf)
