@@ -50,6 +50,16 @@ def bench_ensemble():
     def fb(f): f(x).sum().backward()
     tb = timeit(lambda: fb(ens), n=5); tl = timeit(lambda: fb(ens.forward_loop), n=5)
     print(f"ensemble_fwdbwd_speedup_64x512: {tl / tb:.1f} x")
+    # NPHM-like blend: 64 anchors spread over a head-sized ball, sigma 1/4 of the spacing; dense vs cutoff 1e-4
+    from headbook.implicit.fields import blend_ensemble
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(M, 3, generator=g) * 0.1; p = torch.randn(8192, 3, generator=g) * 0.1
+    with torch.no_grad():
+        td = timeit(lambda: blend_ensemble(ens, p, c, 0.02), n=5)
+        ts = timeit(lambda: blend_ensemble(ens, p, c, 0.02, cutoff=1e-4), n=5)
+    print(f"ensemble_blend_dense_8192pts: {8192 / td:.3g} points/s")
+    print(f"ensemble_blend_cutoff_8192pts: {8192 / ts:.3g} points/s")
+    print(f"ensemble_blend_cutoff_speedup: {td / ts:.1f} x")
 
 
 def bench_broyden():

@@ -114,3 +114,16 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match=r"centres must have shape \[3, 3\]"):
         blend_ensemble(ens, torch.zeros(5, 3), torch.zeros(4, 3), 0.1)
     with pytest.raises(ValueError, match="init must be"): SDFNetwork(init="xavier")
+
+
+def test_blend_ensemble_gradients_flow_through_the_sparse_path():
+    torch.manual_seed(0)
+    ens = MLPEnsemble(n_members=5, d_out=1, width=16, n_layers=3).double()
+    c = torch.randn(5, 3, dtype=torch.float64) * 0.3
+    x = torch.randn(50, 3, dtype=torch.float64) * 0.3
+    f = lambda cut: (lambda p: blend_ensemble(ens, p, c, 0.1, cutoff=cut)[:, 0])
+    _, g_dense, _ = sdf_and_gradient(f(0.0), x)
+    _, g_sparse, _ = sdf_and_gradient(f(1e-12), x)
+    assert (g_dense - g_sparse).abs().max() < 1e-8
+    eikonal_loss(g_sparse).backward()                                            # second order reaches the weights
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ens.parameters())
