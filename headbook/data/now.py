@@ -1,5 +1,4 @@
-"""Writes a small dataset in the exact layout of the NoW benchmark from the book's own head models — photos,
-scans, scan landmarks, face boxes — so every method can be evaluated end to end on a fresh machine.
+"""The NoW benchmark's file layout: its readers, and a writer of a small synthetic NoW set.
 
 Docs: https://headbook.github.io/headbook/data.now.html.md"""
 
@@ -481,7 +480,8 @@ def oracle_predictions(dataset_root: str | Path,
 def now_face_box(item,                # a `read_now_split` item
                  img: np.ndarray,     # [H, W, 3] the item's photo
                 ) -> tuple[float, float, float]:  # centre x, centre y, side of the landmarks' box (pixels)
-    "The face box of a NoW photo: its `detected_face` file shrunk by NoW's 10 % margin, else the detected 68 landmarks' box."
+    ("The face box of a NoW photo: its `detected_face` file shrunk by NoW's 10 % margin, else the detected 68 "
+     "landmarks' box.")
     from headbook.landmarks.crop import square_box
     det = None
     if item.crop_path is not None and Path(item.crop_path).exists():
@@ -496,7 +496,8 @@ def now_face_box(item,                # a `read_now_split` item
     c, side = square_box(np.array([x0, y0]), np.array([x1, y1]), face_fraction=shrink)
     return float(c[0]), float(c[1]), float(side)
 
-def predict_now_split(predict,          # crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
+# crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
+def predict_now_split(predict,
                       dataset_root: str | Path,
                       pred_dir: str | Path,
                       split: str = "validation",

@@ -1,5 +1,4 @@
-"""Exact closest points on a triangle mesh: Ericson's closest-point-on-triangle, vectorised, behind a
-k-d tree with a provable stopping rule, and a differentiable torch twin.
+"""Exact closest points on a triangle mesh behind a k-d tree, and a differentiable torch twin.
 
 Docs: https://headbook.github.io/headbook/eval.distance.html.md"""
 

@@ -1,5 +1,4 @@
-"""Scan-to-mesh error of a predicted head against the NoW benchmark's scans: crop, 7-landmark similarity
-Procrustes, rigid refinement on the surface, per-vertex distances, cumulative error curve.
+"""The NoW protocol's scan-to-mesh error: crop, landmark Procrustes, rigid refinement, distances, curve.
 
 Docs: https://headbook.github.io/headbook/eval.now.html.md"""
 

@@ -1,5 +1,4 @@
-"""NPHM's reconstruction metrics: Chamfer-L1/L2, normal consistency and F-scores between point samples of two
-surfaces, with samples taken from what cameras around the head can see, an optional face region and a neck cut.
+"""NPHM's surface metrics: Chamfer-L1/L2, normal consistency and F-scores, face region and neck cut.
 
 Docs: https://headbook.github.io/headbook/eval.surface.html.md"""
 

@@ -1,4 +1,4 @@
-"Implicit surfaces: neural SDF fields, mesh-to-SDF supervision, Broyden root finding, extraction (sphere tracing: `headbook.render.implicit`)."
+"Implicit surfaces: SDF fields, mesh-to-SDF supervision, Broyden root finding, extraction (tracing: render.implicit)."
 # Hand-written re-exports (nbdev does not overwrite an existing __init__.py).
 from headbook.implicit.fields import (positional_encoding, encoding_dim, SDFNetwork, sdf_and_gradient, eikonal_loss,
                                       MLPEnsemble, blend_ensemble)

@@ -1,5 +1,4 @@
-"""The SDF on a grid in bounded-memory chunks, coarse-to-fine so that only cells near the surface are evaluated
-finely, marching cubes, the largest connected component, and a mesh in the book's format.
+"""An SDF on a grid in bounded-memory chunks, coarse to fine, marching cubes, the largest component.
 
 Docs: https://headbook.github.io/headbook/implicit.extract.html.md"""
 

@@ -1,5 +1,4 @@
-"""Fourier features, an MLP with skips and Softplus that starts as a sphere, a batched ensemble of small MLPs, and
-normals through autograd.
+"""Fourier features, an SDF network that starts as a sphere, batched MLP ensembles, autograd normals.
 
 Docs: https://headbook.github.io/headbook/implicit.fields.html.md"""
 

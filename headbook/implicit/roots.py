@@ -1,5 +1,4 @@
-"""Batched Broyden's method for $f(x) = y$ with several starts per query, per-query convergence masks and
-gradients from the implicit function theorem.
+"""Batched Broyden's method with several starts per query and implicit-function-theorem gradients.
 
 Docs: https://headbook.github.io/headbook/implicit.roots.html.md"""
 

@@ -1,5 +1,4 @@
-"""Surface points with normals, near-surface and far-field points with exact signed distances, streamed from the
-book's meshes; the sign from a generalised winding number, so open meshes and scans work too.
+"""Signed-distance supervision streamed from meshes, signed by a generalised winding number.
 
 Docs: https://headbook.github.io/headbook/implicit.sampling.html.md"""
 

@@ -1,4 +1,4 @@
-"""MediaPipe's 478 points, the 68-point iBUG scheme derived from them, NoW's 7 points, each head model's landmark embedding, and a skin mask for the photometric loss.
+"""MediaPipe's 478 points, iBUG's 68, NoW's 7, each head model's embedding, and a skin mask.
 
 Docs: https://headbook.github.io/headbook/landmarks.conventions.html.md"""
 
@@ -94,7 +94,8 @@ MP478_OUTER_LIPS = np.array([61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 37
 def _region_polygons(pts):  # [478|468|68, 2] pixels -> (oval [K,2], [holes])
     if len(pts) == 68:
         brows = pts[17:27]
-        eye_top = np.concatenate([pts[[36, 37, 38, 39, 39]], pts[[42, 42, 43, 44, 45]]])  # eye points under each brow point
+        # eye points under each brow point
+        eye_top = np.concatenate([pts[[36, 37, 38, 39, 39]], pts[[42, 42, 43, 44, 45]]])
         lowered = brows + 0.45 * (eye_top - brows)      # lower edge of a brow band
         oval = np.concatenate([pts[0:17], brows[::-1]])
         holes = [pts[36:42], pts[42:48], np.concatenate([brows[:5], lowered[:5][::-1]]),

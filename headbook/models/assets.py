@@ -1,4 +1,4 @@
-"""FLAME pickles via a restricted unpickler (no chumpy, no code run), landmark embeddings, textures, where to get them.
+"""FLAME pickles through a restricted unpickler, landmark embeddings, textures, and where to get them.
 
 Docs: https://headbook.github.io/headbook/models.assets.html.md"""
 

@@ -1,4 +1,4 @@
-"""One `nn.Module` for every head model: shape, expression, eyelids, poses, translation → vertices, joints, landmarks.
+"""One `nn.Module` for every head model: shape, expression, eyelids, poses → vertices, joints, landmarks.
 
 Docs: https://headbook.github.io/headbook/models.flame.html.md"""
 

@@ -1,5 +1,4 @@
-"""Sphere tracing along the book's pinhole rays with a secant refinement at the sign change, normals and hit
-masks, an SH-shaded image of any SDF, and IDR's differentiable surface point.
+"""Sphere tracing with secant refinement, shaded images of any SDF, and IDR's differentiable surface point.
 
 Docs: https://headbook.github.io/headbook/render.implicit.html.md"""
 
