@@ -99,14 +99,18 @@ def landmarks(photos: list, out: str | Path = "out/landmarks") -> list[dict]:
     return rows
 
 # %% ../nbs/99_cli.ipynb #a4b274be
+def _model_and_out(p: argparse.ArgumentParser):
+    "The head model and the output folder: the two options every command that writes results takes."
+    p.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="headbook", description="3D head reconstruction: the headbook command line.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="write a random built-in head as OBJ, PNG and a k3d viewer",
                        description="Sample a random head from the built-in model and write mesh.obj, render.png, "
                                    "viewer.html.")
-    d.add_argument("--out", default="out", help="output folder (default: out)")
-    d.add_argument("--model", default="synthhead", help="synthhead, ict, or a FLAME .pkl path")
+    _model_and_out(d)
     d.add_argument("--seed", type=int, default=0)
     sub.add_parser("assets", help="list model files found and where to get missing ones",
                    description="List the model files headbook can use, where it found them (sha256), "
@@ -153,8 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, "
                                     "overlay.png, viewer.html and fit.json into OUT/<photo name>/ for each photo.")
     rc.add_argument("photos", nargs="+", help="image files (jpg, png, ...)")
-    rc.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
-    rc.add_argument("--out", default="out", help="output folder (default: out)")
+    _model_and_out(rc)
     rc.add_argument("--preset", default="default",
                     help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")

@@ -149,13 +149,16 @@ def read_landmark_embedding(folder) -> dict | None:
         return out
     return None
 
+def _must_exist(path, what: str, how: str) -> Path:
+    "The path, or a FileNotFoundError that says what is missing and how to get it."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"{what} not found: {p}. {how}")
+    return p
+
 def read_flame_pkl(path, landmarks: dict | None = None) -> HeadModelData:
     "A FLAME-layout pickle (2020 chumpy, 2023, 2023 Open, or written by headbook) and the embedding files beside it."
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"FLAME model not found: {path}. FLAME needs a free registration: download it from "
-                                "https://flame.is.tue.mpg.de and pass the path of generic_model.pkl / flame2023.pkl "
-                                "(or put it in $HEADBOOK_ASSETS/flame/)")
+    path = _must_exist(path, "FLAME model", "FLAME needs a free registration: download it from https://flame.is.tue.mpg.de "
+                       "and pass the path of generic_model.pkl / flame2023.pkl (or put it in $HEADBOOK_ASSETS/flame/)")
     d = safe_load_pickle(path)
     if not isinstance(d, dict): raise ValueError(f"{path} does not hold a FLAME model dict (got {type(d).__name__})")
     need = ["v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table"]
@@ -236,11 +239,8 @@ def write_flame_pkl(data: HeadModelData, path) -> Path:
 # %% ../../nbs/12_models.assets.ipynb #77e53554
 def read_flame_texture(path) -> dict:
     "FLAME_texture.npz: mean [H,W,3] and basis [H,W,3,K] scaled to [0,1], UV coords `vt`, `ft` when present."
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"FLAME texture space not found: {p}. "
-                                "Download FLAME_texture.npz from https://flame.is.tue.mpg.de "
-                                "(free registration) into $HEADBOOK_ASSETS/flame/")
+    p = _must_exist(path, "FLAME texture space", "Download FLAME_texture.npz from https://flame.is.tue.mpg.de "
+                    "(free registration) into $HEADBOOK_ASSETS/flame/")
     with np.load(p, allow_pickle=False) as z:
         out = {"mean": z["mean"].astype(np.float32) / 255.0, "basis": z["tex_dir"].astype(np.float32) / 255.0}
         for k in ("vt", "ft"):
