@@ -24,7 +24,7 @@
 4. Quarto: with `quarto` on PATH (and without `--no-quarto`), render `_proc/` with `_quarto.yml` into `_docs/`,
    as `nbdev-docs` does (nbdev's `render_quarto`); without it, stop here and say that Quarto is the missing piece.
 """
-import argparse, copy, json, os, re, shutil, subprocess, sys, threading, time
+import argparse, json, os, re, shutil, sys, threading, time
 from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
