@@ -22,7 +22,8 @@ from dataclasses import replace
 import torch
 
 from headbook.fit import PRESETS, fit_photometric
-from headbook.fit.photometric import synthetic_scene, neutral_vertex_error
+from headbook.data.scene import synthetic_scene
+from headbook.eval.vertex import neutral_vertex_error
 from headbook.models import load_head_model
 
 

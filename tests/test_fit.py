@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from headbook.fit import FitConfig, PRESETS, fit_photometric, reconstruct
-from headbook.fit.photometric import synthetic_scene, neutral_vertex_error
+from headbook.data.scene import synthetic_scene
+from headbook.eval.vertex import neutral_vertex_error
 from headbook.models import load_head_model
 
 FAST = FitConfig(rigid_iters=10, full_iters=12, lr=0.01, lr_light=0.02, lr_camera=0.002, raster_every=4, progress=False)
@@ -166,27 +167,28 @@ def test_reconstruct_bad_preset(tmp_path):
 
 
 def test_outline_term(head, scene):
-    from headbook.fit.photometric import _outline_distance, _edge_faces, _outer_silhouette, _outline_at
+    from headbook.render.silhouette import mask_distance, outer_silhouette, sample_map
+    from headbook.geometry.mesh import edge_faces
     from headbook.geometry.cameras import weak_perspective_project, ndc_to_pixels
     from headbook.render.mesh import render_mesh_weak_perspective
     p = scene.params
     out = head(shape=p["shape"], expression=p["expression"], global_pose=p["global_pose"])
     p2f = render_mesh_weak_perspective(out.vertices, head.faces, p["cam"], (224, 224)).fragments.pix_to_face[..., 0]
-    dist = _outline_distance(scene.head_masks)
-    edges, efaces = _edge_faces(head.faces)
+    dist = mask_distance(scene.head_masks, "outline")
+    edges, efaces = edge_faces(head.faces)
     uv = ndc_to_pixels(weak_perspective_project(out.vertices, p["cam"]), (224, 224))
-    on = _outer_silhouette(uv, head.faces, edges, efaces, p2f)
-    mean_d = lambda c: (_outline_at(dist, ndc_to_pixels(weak_perspective_project(out.vertices, c), (224, 224))) * on).sum() / on.sum()
+    on = outer_silhouette(uv, head.faces, edges, efaces, p2f)
+    mean_d = lambda c: (sample_map(dist, ndc_to_pixels(weak_perspective_project(out.vertices, c), (224, 224))) * on).sum() / on.sum()
     # at the truth the outer silhouette lies on the photo's outline (measured 0.85 px: pixel quantisation),
     # and moves off it when the head is drawn 5 % smaller or larger
     small, big = p["cam"].clone(), p["cam"].clone(); small[:, 0] *= 0.95; big[:, 0] *= 1.05
     assert on.sum() > 100 and mean_d(p["cam"]) < 1.0
     assert mean_d(small) > 2 * mean_d(p["cam"]) and mean_d(big) > 2 * mean_d(p["cam"])
     # the interior contours (nose, eyes) are not in the set: every kept vertex is within 3 px of the outline
-    assert _outline_at(dist, uv)[on].max() < 3.0
+    assert sample_map(dist, uv)[on].max() < 3.0
     # forward- and reverse-mode derivatives of the lookup agree (the LM stage uses forward mode)
     x = (uv[0, on[0]][:20] + 0.3).double()
-    f = lambda y: _outline_at(dist.double()[:1], y[None])[0]
+    f = lambda y: sample_map(dist.double()[:1], y[None])[0]
     v = torch.randn_like(x)
     jv = torch.func.jvp(f, (x,), (v,))[1]
     J = torch.autograd.functional.jacobian(f, x)                              # [20, 20, 2]
@@ -226,6 +228,18 @@ def test_energy_is_the_full_stage_energy(head, scene):
     still = replace(FAST, rigid_iters=0, full_iters=1, lr=1e-12, lr_light=1e-12, lr_camera=1e-12)
     res = fit_photometric(scene.images, scene.landmarks68, scene.masks, head, still, init=scene.params)
     assert res.energy.item() == pytest.approx(sum(res.history["full"][0].values()), rel=1e-4)
+
+
+def test_lm_stage_uses_the_one_energy(head):
+    # the LM stage evaluates the same energy as the Adam stage and FitResult, rasterised with each trial's own camera:
+    # its last accepted energy is the energy of the returned parameters, and it never goes up
+    sc = synthetic_scene(head, batch=2, seed=5)
+    for extra in ({}, {"shared_identity": True}, {"camera": "perspective"}):
+        res = fit_photometric(sc.images, sc.landmarks68, sc.masks, head, replace(FAST, refine_iters=3, **extra))
+        e = [h["energy"] for h in res.history["refine"]]
+        assert len(e) == 3 and all(b <= a * (1 + 1e-6) for a, b in zip(e, e[1:]))
+        assert res.energy.sum().item() == pytest.approx(e[-1], rel=1e-5)
+        assert e[0] <= sum(res.history["full"][-1].values()) * 1.05        # LM starts where Adam stopped (one step later)
 
 
 def test_shared_identity(head):

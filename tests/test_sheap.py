@@ -7,7 +7,8 @@ from torch import nn
 from headbook.data.video import VideoFrames, write_synthetic_videos, SyntheticVideoSpec
 from headbook.sheap import load_sheap_model
 from headbook.sheap.model import SHeaP, PARAM_KEYS, SEED_KEYS, reanimate, render_gaussians
-from headbook.sheap.losses import photometric_loss, landmark_loss, ssim_map
+from headbook.sheap.losses import photometric_loss, landmark_loss
+from headbook.eval.image import ssim_map
 from headbook.sheap.train import SHeaPStep, sheap_config, train_sheap, PRESETS
 from headbook.train.loop import read_metrics
 
@@ -254,3 +255,13 @@ def test_silhouette_loss_and_its_step_term(videos):
     assert out.losses["sil"] > 0 and out.losses["sil_reanim"] > 0
     out.losses["loss"].backward()
     assert step.model.to_shape.weight.grad.abs().sum() > 0
+
+
+def test_the_model_module_does_not_import_the_trainer():
+    "Dependencies point model <- train: importing sheap.model (and the package) loads nothing of headbook.train."
+    import subprocess, sys
+    code = ("import sys, headbook.sheap.model, headbook.sheap; "
+            "bad = [m for m in sys.modules if m.startswith('headbook.train') or m == 'headbook.sheap.train']; "
+            "assert not bad, bad; from headbook.sheap import load_sheap_model; "
+            "assert load_sheap_model.__module__ == 'headbook.sheap.train'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

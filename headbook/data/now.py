@@ -20,8 +20,8 @@ from ..render.lighting import directional_sh
 from ..eval.now import (NOW_CHALLENGES, NOW_FROM_IBUG68, read_now_split, write_pp, write_prediction)
 
 # %% auto #0
-__all__ = ['skin_faces', 'densify_scan', 'paint_occluder', 'SyntheticNowSummary', 'write_synthetic_now', 'mean_head_predictions',
-           'oracle_predictions']
+__all__ = ['skin_faces', 'densify_scan', 'SyntheticNowSummary', 'write_synthetic_now', 'mean_head_predictions',
+           'oracle_predictions', 'now_face_box', 'predict_now_split']
 
 # %% ../../nbs/84_data.now.ipynb #fbcc2c57
 def skin_faces(model, name: str) -> np.ndarray:  # [F', 3] int64 faces of the model's outer skin
@@ -56,7 +56,7 @@ def densify_scan(verts: np.ndarray,   # [V, 3] metres, the neutral surface
     return v + rng.normal(scale=noise_mm, size=(len(v), 1)) * n, f
 
 # %% ../../nbs/84_data.now.ipynb #3cdd8dbd
-SKIN = np.array([0.78, 0.58, 0.47])
+from headbook.data.scene import SKIN, albedo_from_space, random_light_np, random_background_np, paint_occluder
 
 def _model_dims(model):
     return int(model.n_shape), int(model.n_expr)
@@ -85,7 +85,7 @@ def _sample_expression(name, model, challenge, rng):
 def _albedo(model, alpha, tone):
     if model.albedo_mean is None: return np.broadcast_to(tone, (model.v_template.shape[0], 3)).copy()
     a = model.albedo_mean.double().numpy()
-    if len(alpha): a = a + np.einsum("vca,a->vc", model.albedo_basis.double().numpy(), alpha)
+    if len(alpha): a = albedo_from_space(a, model.albedo_basis.double().numpy(), alpha)
     return np.clip(a * (tone / SKIN), 0, 1)
 
 def _camera(challenge, target, image_size, rng):
@@ -106,52 +106,6 @@ def _camera(challenge, target, image_size, rng):
     R, t = Rz @ R, (Rz @ t[..., None])[..., 0]
     K = intrinsics(float(focal), (H, W), dtype=torch.float64)
     return K[0].numpy(), R[0].numpy(), t[0].numpy(), dict(distance=float(dist), yaw=float(yaw), pitch=float(pitch), roll=float(roll))
-
-def _light(rng):
-    th, ph = rng.uniform(-0.9, 0.9), rng.uniform(-0.6, 0.8)
-    d = np.array([np.sin(th) * np.cos(ph), np.sin(ph), np.cos(th) * np.cos(ph)])
-    return directional_sh(torch.tensor(d[None]), color=float(rng.uniform(0.5, 0.8)), ambient=float(rng.uniform(0.35, 0.55)))[0].numpy()
-
-def _background(image_size, rng):
-    H, W = image_size
-    c0, c1 = rng.uniform(0.15, 0.85, 3), rng.uniform(0.15, 0.85, 3)
-    s = np.linspace(0, 1, H)[:, None, None]
-    return np.broadcast_to(c0 * (1 - s) + c1 * s, (H, W, 3)).copy()
-
-# %% ../../nbs/84_data.now.ipynb #b7a27f2f
-def paint_occluder(image: np.ndarray,  # [H, W, 3] float in [0, 1]
-                   lmk2d: np.ndarray,  # [68, 2] projected iBUG landmarks (pixels)
-                   rng: np.random.Generator,
-                   kind: str | None = None,  # "band", "blob", "rect" or None (random)
-                  ) -> tuple[np.ndarray, np.ndarray, str]:  # image, mask [H, W] bool, kind
-    "Paint a sunglasses band, a hand-like blob or a rectangle over part of the face."
-    H, W = image.shape[:2]
-    kind = kind or ["band", "blob", "rect"][rng.integers(3)]
-    yy, xx = np.mgrid[0:H, 0:W] + 0.5
-    eyes = lmk2d[36:48]; mouth = lmk2d[48:68]
-    scale = np.linalg.norm(lmk2d[45] - lmk2d[36])                       # outer eye corners distance
-    if kind == "band":
-        c, d = eyes.mean(0), lmk2d[45] - lmk2d[36]
-        u = d / max(np.linalg.norm(d), 1e-9); nrm = np.array([-u[1], u[0]])
-        rel = np.stack([xx - c[0], yy - c[1]], -1)
-        mask = (np.abs(rel @ u) < 0.75 * scale) & (np.abs(rel @ nrm) < 0.22 * scale)
-        color = np.array([0.05, 0.05, 0.07]) + rng.uniform(0, 0.08)
-    elif kind == "blob":
-        c = mouth.mean(0) + rng.uniform(-0.4, 0.4, 2) * scale
-        a, b, ang = scale * rng.uniform(0.45, 0.65), scale * rng.uniform(0.3, 0.45), rng.uniform(0, np.pi)
-        ca, sa = np.cos(ang), np.sin(ang)
-        x, y = xx - c[0], yy - c[1]
-        mask = ((x * ca + y * sa) / a) ** 2 + ((-x * sa + y * ca) / b) ** 2 <= 1
-        color = np.clip(SKIN * rng.uniform(0.85, 1.1), 0, 1)
-    elif kind == "rect":
-        c = np.array([lmk2d[27:36, 0].mean(), mouth[:, 1].mean()])
-        hw, hh = scale * rng.uniform(0.5, 0.8), scale * rng.uniform(0.3, 0.5)
-        mask = (np.abs(xx - c[0]) < hw) & (np.abs(yy - c[1]) < hh)
-        color = rng.uniform(0.1, 0.9, 3)
-    else:
-        raise ValueError(f"kind must be 'band', 'blob', 'rect' or None, got {kind!r}")
-    out = image.copy(); out[mask] = color
-    return out, mask, kind
 
 # %% ../../nbs/84_data.now.ipynb #2ee5f067
 @dataclass
@@ -254,11 +208,11 @@ def write_synthetic_now(root: str | Path,
                 psi, jaw = _sample_expression(name, model, challenge, rng)
                 v, l68 = _forward(model, beta, psi, jaw)
                 K, R, t, cam = _camera(challenge, target, (H, W), rng)
-                sh = _light(rng)
+                sh = random_light_np(rng)
                 T = lambda a: torch.tensor(np.asarray(a, np.float32)[None])    # PyTorch3D renders in float32
                 r = render_mesh(T(v), model.faces, T(K), T(R), T(t), (H, W), albedo=albedo, sh=T(sh))
                 img = r.image[0].permute(1, 2, 0).numpy(); mask = r.mask[0, 0].numpy()[..., None]
-                img = np.clip(img * mask + _background((H, W), rng) * (1 - mask), 0, 1)
+                img = np.clip(img * mask + random_background_np(rng, H, W) * (1 - mask), 0, 1)
                 uv, _ = project_points(T(l68), T(K), T(R), T(t)); uv = uv[0].numpy()
                 occ = None
                 if challenge == "multiview_occlusions":
@@ -307,3 +261,42 @@ def oracle_predictions(dataset_root: str | Path,
             z = np.load(p); cache[it.subject] = (z["neutral_verts"], z["faces"], z["neutral_lmks68"][list(NOW_FROM_IBUG68)])
         write_prediction(pred_dir, it.line, *cache[it.subject])
     return len(items)
+
+# %% ../../nbs/84_data.now.ipynb #4c2edbd2
+def now_face_box(item,                # a `read_now_split` item
+                 img: np.ndarray,     # [H, W, 3] the item's photo
+                ) -> tuple[float, float, float]:  # centre x, centre y, side of the landmarks' box (pixels)
+    "The face box of a NoW photo: its `detected_face` file shrunk by NoW's 10 % margin, else the detected 68 landmarks' box."
+    from headbook.landmarks.crop import square_box
+    det = None
+    if item.crop_path is not None and Path(item.crop_path).exists():
+        d = np.load(item.crop_path, allow_pickle=True, encoding="latin1")
+        d = d.item() if d.dtype == object else d
+        if isinstance(d, dict): det = (d["left"], d["top"], d["right"], d["bottom"])
+    shrink = 1.1 if det is not None else 1.0        # NoW-style boxes are ~10% wider than the landmarks' box
+    if det is None:
+        from headbook.landmarks.detect import detect_landmarks68
+        l = detect_landmarks68(img)[:, :2]; det = (*l.min(0), *l.max(0))
+    x0, y0, x1, y1 = map(float, det)
+    c, side = square_box(np.array([x0, y0]), np.array([x1, y1]), face_fraction=shrink)
+    return float(c[0]), float(c[1]), float(side)
+
+def predict_now_split(predict,          # crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
+                      dataset_root: str | Path,
+                      pred_dir: str | Path,
+                      split: str = "validation",
+                      input_size: int = 224,       # side S of the crop the predictor reads
+                      face_fraction: float = 0.55,  # the face box's longer side / the crop side
+                      progress: bool = True) -> int:  # predictions written
+    "Crop every photo of a NoW split around its face, run `predict`, and write the NoW prediction files."
+    from tqdm.auto import tqdm
+    from headbook.landmarks.detect import load_image
+    from headbook.landmarks.crop import crop_square
+    n = 0
+    for it in tqdm(read_now_split(dataset_root, split), desc="NoW predict", disable=not progress):
+        img = load_image(str(it.image_path))
+        cx, cy, side = now_face_box(it, img)
+        verts, faces, lmk7 = predict(crop_square(img, cx, cy, side / face_fraction, input_size)[None])
+        write_prediction(pred_dir, it.line, verts, faces, lmk7)
+        n += 1
+    return n

@@ -1,4 +1,5 @@
-"""The layout SHeaP trains on — per-frame images, landmarks and head masks of one person — its reader, and a synthetic writer that renders short videos of the book's head models into it.
+"""The layout SHeaP trains on — per-frame images, landmarks and head masks of one person — its reader, and a
+synthetic writer that renders short videos of the book's head models into it.
 
 Docs: https://headbook.github.io/headbook/data.video.html.md"""
 
@@ -36,9 +37,10 @@ class SyntheticVideoSpec:
     trans_xy: float = 0.01          # translation amplitude in x, y
     trans_z: float = 0.03           # translation amplitude in z
     albedo_std: float = 1.0         # albedo coefficients ~ N(0, albedo_std²) (models with an albedo space)
-    crop_face: float = 0.0          # > 0: each frame is re-framed as a square head crop whose 68-landmark box's longer side is this fraction of the crop side; 0: the camera's own view
-    crop_jitter: float = 0.0        # with crop_face: uniform ± jitter of the crop centre (fraction of its side) and of its log side (a detector's box noise)
-    render_size: int = 0            # side of the render before cropping/resizing (0: image_size, or 2 × image_size with crop_face)
+    crop_face: float = 0.0          # > 0: frames are square crops whose 68-landmark box's longer side is this
+                                    #      fraction of the crop side (`landmarks.crop`); 0: the camera's own view
+    crop_jitter: float = 0.0        # with crop_face: ± jitter of the crop centre (fraction of its side) and log side
+    render_size: int = 0            # side of the render before cropping (0: image_size; 2 × image_size with crop_face)
     noise: float = 0.0              # std of the Gaussian sensor noise added to the frames ([0, 1] units)
 
 def _trajectory(g: torch.Generator, T: int, D: int, amp: float) -> Tensor:  # [T, D]
@@ -58,12 +60,12 @@ def synthetic_camera(image_size: int, focal_factor: float = 4.0, distance: float
     return K.expand(batch, 3, 3).clone(), R.expand(batch, 3, 3).clone(), t.expand(batch, 3).clone()
 
 def sample_video_params(model, spec: SyntheticVideoSpec, g: torch.Generator) -> dict[str, Tensor]:
-    "One identity and per-frame trajectories: shape [1,S], expression [T,E], poses [T,3], eyelids [T,2], translation [T,3]."
+    "One identity and per-frame trajectories: shape [1,S], expression [T,E], poses [T,3], eyelids [T,2], translation."
     T, E = spec.n_frames, model.n_expr
     p = dict(shape=spec.shape_std * torch.randn(1, model.n_shape, generator=g),
              expression=_trajectory(g, T, E, spec.expr_amp))
     yaw_pitch_roll = _trajectory(g, T, 3, 1.0) * torch.tensor([spec.pitch, spec.yaw, spec.roll])
-    p["global_pose"] = yaw_pitch_roll                                   # small angles: axis-angle ≈ (pitch, yaw, roll)
+    p["global_pose"] = yaw_pitch_roll                    # small angles: axis-angle ≈ (pitch, yaw, roll)
     p["neck_pose"] = 0.3 * _trajectory(g, T, 3, 1.0) * torch.tensor([spec.pitch, spec.yaw, spec.roll])
     jaw = torch.zeros(T, 3); jaw[:, 0] = spec.jaw_max * 0.5 * (1 + _trajectory(g, T, 1, 1.0)[:, 0])
     p["jaw_pose"] = jaw
@@ -78,47 +80,16 @@ def sample_video_params(model, spec: SyntheticVideoSpec, g: torch.Generator) -> 
 
 # %% ../../nbs/15_data.video.ipynb #0ff31ebf
 def _albedo(model, g: torch.Generator, spec: SyntheticVideoSpec) -> Tensor:  # [V, 3]
+    from headbook.data.scene import albedo_from_space
     V = model.n_verts
     if model.albedo_mean is not None:
-        a = model.albedo_mean.clone()
-        if model.albedo_basis is not None:
-            a = a + torch.einsum("vck,k->vc", model.albedo_basis, spec.albedo_std * torch.randn(model.albedo_basis.shape[-1], generator=g))
-        return a.clamp(0.02, 1.0)
-    tone = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.5 * torch.rand(1, generator=g))     # no albedo space (ICT): a skin tone
+        if model.albedo_basis is None: return model.albedo_mean.clone().clamp(0.02, 1.0)
+        K = model.albedo_basis.shape[-1]
+        coeffs = spec.albedo_std * torch.randn(K, generator=g)
+        return albedo_from_space(model.albedo_mean, model.albedo_basis, coeffs).clamp(0.02, 1.0)
+    # no albedo space (ICT): a plain skin tone
+    tone = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.5 * torch.rand(1, generator=g))
     return (tone + 0.03 * torch.randn(1, 3, generator=g)).clamp(0.02, 1.0).expand(V, 3).clone()
-
-def _light(g: torch.Generator) -> Tensor:  # [1, 9, 3]
-    from headbook.render.lighting import directional_sh
-    d = torch.randn(1, 3, generator=g); d[:, 2] = d[:, 2].abs() + 0.8              # from the camera's side
-    tint = 1 + 0.1 * torch.randn(1, 3, generator=g)
-    return directional_sh(d, color=(0.5 + 0.4 * torch.rand(1, 1, generator=g)) * tint, ambient=0.35 + 0.3 * torch.rand(1, 1, generator=g))
-
-def _background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S]
-    c0, c1 = torch.rand(3, generator=g), torch.rand(3, generator=g)
-    ramp = torch.linspace(0, 1, S)
-    ang = torch.rand(1, generator=g) * 2 * math.pi
-    r = (torch.cos(ang) * ramp[None, :] + torch.sin(ang) * ramp[:, None]) / 2 + 0.5   # [S, S]
-    return c0[:, None, None] * (1 - r) + c1[:, None, None] * r
-
-def _crop_boxes(uv: Tensor, face_frac: float, jitter: float, g: torch.Generator) -> Tensor:  # [B, 3] cx, cy, side
-    "Square crops around the landmarks' boxes: centred, side = the box's longer side / face_frac (jittered)."
-    lo, hi = uv.min(1).values, uv.max(1).values
-    c, side = (lo + hi) / 2, (hi - lo).max(-1).values / face_frac
-    if jitter > 0:
-        B = uv.shape[0]
-        side = side * torch.exp(jitter * (2 * torch.rand(B, generator=g) - 1))
-        c = c + jitter * side[:, None] * (2 * torch.rand(B, 2, generator=g) - 1)
-    return torch.cat([c, side[:, None]], -1)
-
-def _crop(x: Tensor, cx: float, cy: float, side: float, out: int) -> Tensor:  # [C, H, W] -> [C, out, out]
-    "The square (cx, cy, side) of x (pixels; edge pixels repeat outside), sampled at its own resolution, then resized with antialiasing."
-    C, H, W = x.shape
-    n = max(out, int(math.ceil(side)))
-    xs = (cx + (torch.arange(n) + 0.5 - n / 2) * side / n) / W * 2 - 1
-    ys = (cy + (torch.arange(n) + 0.5 - n / 2) * side / n) / H * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].to(x)
-    y = F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return F.interpolate(y, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
 
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
@@ -129,6 +100,8 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
                           seed: int = 0, batch: int = 8) -> Path:
     "Render one synthetic video of `model` (a FLAME layer) into `root/name/` in the frame-folder layout."
     from headbook.render.mesh import render_mesh
+    from headbook.landmarks.crop import crop_boxes, crop_tensor
+    from headbook.data.scene import random_light, random_background
     spec = spec or SyntheticVideoSpec()
     g = torch.Generator().manual_seed(seed)
     d = Path(root) / name
@@ -136,7 +109,9 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
     S, T = spec.image_size, spec.n_frames
     Rn = spec.render_size or (2 * S if spec.crop_face > 0 else S)          # side of the render
     p = sample_video_params(model, spec, g)
-    albedo, sh, bg = _albedo(model, g, spec), _light(g), _background(g, Rn)
+    albedo = _albedo(model, g, spec)
+    sh = random_light(g, 1, 0.8, (0.5, 0.4), (0.35, 0.3), tint=0.1)     # a tinted lamp from the camera's side
+    bg = random_background(g, Rn)
     K, R, t = synthetic_camera(Rn, spec.focal_factor, spec.distance)
     crops = []
     from headbook.geometry.cameras import project_points
@@ -150,14 +125,15 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
             uv, _ = project_points(out.landmarks, K.expand(B, 3, 3), R.expand(B, 3, 3), t.expand(B, 3))
         img = r.image.clamp(0, 1) * r.mask + bg[None] * (1 - r.mask)
         mask = r.mask
-        if spec.crop_face > 0:                                           # face-box crops, as a detector + cropper makes them
-            box = _crop_boxes(uv, spec.crop_face, spec.crop_jitter, g)   # [B, 3] cx, cy, side (render pixels)
-            img = torch.stack([_crop(img[b], *box[b].tolist(), S) for b in range(B)])
-            mask = torch.stack([_crop(mask[b], *box[b].tolist(), S) for b in range(B)])
+        if spec.crop_face > 0:                            # face-box crops, as a detector + cropper makes them
+            box = crop_boxes(uv, spec.crop_face, spec.crop_jitter, g)   # [B, 3] cx, cy, side (render pixels)
+            img = torch.stack([crop_tensor(img[b], *box[b].tolist(), S) for b in range(B)])
+            mask = torch.stack([crop_tensor(mask[b], *box[b].tolist(), S) for b in range(B)])
             uv = (uv - box[:, None, :2] + box[:, None, 2:] / 2) / box[:, None, 2:] * S
             crops += box.tolist()
         elif Rn != S:
-            img, mask = (F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False) for x in (img, mask))
+            img, mask = (F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+                         for x in (img, mask))
             uv = uv * (S / Rn)
         if spec.noise > 0: img = (img + spec.noise * torch.randn(img.shape, generator=g)).clamp(0, 1)
         for b in range(B):
@@ -169,14 +145,16 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
              **{k: v.numpy() for k, v in p.items()})
     cam = dict(image_size=[S, S], K=K[0].tolist(), R=R[0].tolist(), t=t[0].tolist(), model=model.data.name,
                landmarks="model projection (synthetic)")
-    if Rn != S: cam.update(render_size=[Rn, Rn], note="K is the render's; frames are resized" + (" crops" if crops else "") + " of it")
-    if crops: cam["crops"] = crops                                      # per frame: centre x, centre y, side (render pixels)
+    if Rn != S:
+        note = "K is the render's; frames are resized" + (" crops" if crops else "") + " of it"
+        cam.update(render_size=[Rn, Rn], note=note)
+    if crops: cam["crops"] = crops                       # per frame: centre x, centre y, side (render pixels)
     (d / "camera.json").write_text(json.dumps(cam))
     return d
 
 def write_synthetic_videos(root: str | Path,
                            n_videos: int = 8,
-                           models: tuple = ("synthhead",),  # head-model names cycled over the videos ("synthhead", "ict", or FLAME layers)
+                           models: tuple = ("synthhead",),  # head models cycled over the videos (names or FLAME layers)
                            spec: SyntheticVideoSpec | None = None,
                            seed: int = 0,
                            progress: bool = True) -> list[Path]:
@@ -211,15 +189,18 @@ class VideoFrames:
         self.root = Path(root)
         if not self.root.is_dir(): raise FileNotFoundError(f"video root {self.root} does not exist")
         self.videos = sorted(p for p in self.root.iterdir() if (p / "frames").is_dir())
-        if not self.videos: raise FileNotFoundError(f"no videos under {self.root}: expected <video>/frames/*.png (see data.video)")
+        if not self.videos:
+            raise FileNotFoundError(f"no videos under {self.root}: expected <video>/frames/*.png (see data.video)")
         self.image_size, self.cache, self._cache = image_size, cache, {}
         self.items: list[tuple[int, str]] = []           # (video index, frame stem)
         self.video_items: list[list[int]] = []
         for vi, v in enumerate(self.videos):
             stems = sorted(p.stem for p in (v / "frames").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
             for s in stems:
-                if not (v / "landmarks" / f"{s}.npy").exists(): raise FileNotFoundError(f"frame {v.name}/{s} has no landmarks/{s}.npy (run detect_video_landmarks)")
-                if require_masks and not (v / "masks" / f"{s}.png").exists(): raise FileNotFoundError(f"frame {v.name}/{s} has no masks/{s}.png")
+                if not (v / "landmarks" / f"{s}.npy").exists():
+                    raise FileNotFoundError(f"frame {v.name}/{s} has no landmarks/{s}.npy (run detect_video_landmarks)")
+                if require_masks and not (v / "masks" / f"{s}.png").exists():
+                    raise FileNotFoundError(f"frame {v.name}/{s} has no masks/{s}.png")
             self.video_items.append(list(range(len(self.items), len(self.items) + len(stems))))
             self.items += [(vi, s) for s in stems]
 
@@ -259,7 +240,7 @@ class VideoFrames:
         return j if j < i else j + 1
 
     def pair_batch(self, indices: Tensor, salt: int, seed: int = 0) -> dict[str, Tensor]:
-        "Source frames `indices` and their targets: src_image/tgt_image [B,3,S,S], *_mask [B,1,S,S], *_landmarks [B,68,2]."
+        "Frames `indices` and their targets: src_image/tgt_image [B,3,S,S], *_mask [B,1,S,S], *_landmarks [B,68,2]."
         idx = [int(i) for i in indices]
         tgt = [self.target_of(i, salt, seed) for i in idx]
         out = {}

@@ -4,5 +4,6 @@ from headbook.eval.distance import (ClosestPoints, TriangleIndex, closest_point_
                                     closest_points_brute_force, point_to_mesh_distance,
                                     point_to_mesh_distance_torch)
 from headbook.eval.now import (NOW_CHALLENGES, NOW_FROM_IBUG68, NOW_LANDMARK_NAMES, NowResult, NowStats,
-                               Similarity, crop_face, cumulative_error, evaluate_now, now_scan_to_mesh,
-                               procrustes, read_now_split, read_pp, refine_alignment, write_pp)
+                               crop_face, cumulative_error, evaluate_now, now_scan_to_mesh,
+                               read_now_split, read_pp, refine_alignment, write_pp)
+from headbook.geometry.procrustes import Similarity, procrustes   # re-exported: the NoW protocol's step 2

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from ..geometry.rotations import axis_angle_to_matrix
 from .distance import TriangleIndex
+from ..geometry.procrustes import Similarity, procrustes
 
 # %% auto #0
 __all__ = ['NOW_LANDMARK_NAMES', 'NOW_FROM_IBUG68', 'NOW_CHALLENGES', 'UNIT_TO_MM', 'SPLIT_FILES', 'read_pp', 'write_pp',
-           'read_landmarks', 'read_mesh', 'remove_degenerate_faces', 'FaceCrop', 'crop_face', 'Similarity',
-           'procrustes', 'Refinement', 'refine_alignment', 'NowAlignment', 'now_scan_to_mesh', 'NowStats', 'now_stats',
-           'cumulative_error', 'NowImage', 'read_now_split', 'find_prediction', 'write_prediction', 'NowResult',
-           'evaluate_now', 'plot_now_curves', 'write_now_results']
+           'read_landmarks', 'read_mesh', 'remove_degenerate_faces', 'FaceCrop', 'crop_face', 'Refinement',
+           'refine_alignment', 'NowAlignment', 'now_scan_to_mesh', 'NowStats', 'now_stats', 'cumulative_error',
+           'NowImage', 'read_now_split', 'find_prediction', 'write_prediction', 'NowResult', 'evaluate_now',
+           'plot_now_curves', 'write_now_results']
 
 # %% ../../nbs/80_eval.now.ipynb #21781a6d
 NOW_LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
@@ -118,40 +119,6 @@ def _check_lmks(l, name):
     if l.ndim == 3 and l.shape[0] == 1: l = l[0]
     if l.shape != (7, 3): raise ValueError(f"{name} must have shape (7, 3) (the NoW landmarks), got {l.shape}")
     return l
-
-# %% ../../nbs/80_eval.now.ipynb #43e42eb6
-@dataclass
-class Similarity:
-    "x ↦ scale · rotation @ x + translation (rotation may be a reflection when Procrustes chose one)."
-    scale: float
-    rotation: np.ndarray     # [3, 3]
-    translation: np.ndarray  # [3]
-    def __call__(self, x: np.ndarray) -> np.ndarray:  # [N, 3] -> [N, 3]
-        return self.scale * np.asarray(x, np.float64) @ self.rotation.T + self.translation
-    def compose(self, other: "Similarity") -> "Similarity":
-        "self ∘ other (apply `other` first)."
-        return Similarity(self.scale * other.scale, self.rotation @ other.rotation,
-                          self.scale * self.rotation @ other.translation + self.translation)
-
-def procrustes(src: np.ndarray,  # [L, 3] points to move (prediction landmarks)
-               dst: np.ndarray,  # [L, 3] target points (scan landmarks)
-               scaling: bool = True,
-               reflection: bool | str = "best",  # "best" (the reference), False (rotation only) or True (force reflection)
-              ) -> Similarity:
-    "Least-squares similarity src → dst (mirrors `scan2mesh_computations.py: procrustes`)."
-    X = np.asarray(dst, np.float64); Y = np.asarray(src, np.float64)
-    if X.shape != Y.shape or X.ndim != 2 or X.shape[1] != 3:
-        raise ValueError(f"src and dst must both have shape [L, 3], got {Y.shape} and {X.shape}")
-    muX, muY = X.mean(0), Y.mean(0)
-    X0, Y0 = X - muX, Y - muY
-    nX, nY = np.linalg.norm(X0), np.linalg.norm(Y0)
-    if nX == 0 or nY == 0: raise ValueError("procrustes needs landmarks that are not all the same point")
-    U, S, Vt = np.linalg.svd((X0 / nX).T @ (Y0 / nY))
-    if reflection != "best" and (np.linalg.det(U @ Vt) < 0) != bool(reflection):
-        U[:, -1] *= -1; S[-1] *= -1
-    Q = U @ Vt
-    s = S.sum() * nX / nY if scaling else 1.0
-    return Similarity(float(s), Q, muX - s * Q @ muY)
 
 # %% ../../nbs/80_eval.now.ipynb #c7bb5417
 @dataclass

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from ..geometry.cameras import (weak_perspective_project, ndc_to_pixels, project_points, intrinsics,
                                        weak_perspective_to_pinhole)
 from ..geometry.checks import check_tensor
-from ..geometry.mesh import vertex_normals
+from ..geometry.mesh import vertex_normals, uniform_laplacian, edge_faces
+from ..render.silhouette import mask_distance, outer_silhouette, sample_map
 from ..render.lighting import sh_shading, SH_CONSTANTS
 from ..render.mesh import (rasterize, RasterSettings, weak_perspective_to_ndc, pinhole_to_ndc,
                                   render_mesh, render_mesh_weak_perspective)
 
 # %% auto #0
-__all__ = ['PRESETS', 'FitConfig', 'FitResult', 'shade_pixels', 'SyntheticScene', 'synthetic_scene', 'neutral_vertex_error',
-           'fit_photometric']
+__all__ = ['PRESETS', 'FitConfig', 'FitResult', 'shade_pixels', 'fit_photometric']
 
 # %% ../../nbs/30_fit.photometric.ipynb #957cfc62
 @dataclass
@@ -42,19 +42,24 @@ class FitConfig:
     w_pose_reg: float = 0.0         # ½‖θ‖² on jaw, neck and eye poses (seed: 0)
     w_tex_reg: float = 1e-4         # ½‖α‖² on albedo coefficients (not in the seed, which has none)
     w_albedo_smooth: float = 10.0   # Laplacian prior on a free per-vertex albedo (models without an albedo basis)
-    camera: str = "weak"            # "weak" (DECA's s, tx, ty) or "perspective" (pinhole, fixed focal, free translation)
+    # "weak" (DECA's s, tx, ty) or "perspective" (pinhole, fixed focal, free translation)
+    camera: str = "weak"
     focal: float = 5.0              # perspective: focal length in units of the image size (fx = focal * W; ~11° FOV)
     raster_every: int = 1           # re-rasterise every k full-stage steps (barycentrics are recomputed every step)
     image_size: int = 224           # side of the square images the fit expects (seed: 224)
     progress: bool = True           # tqdm progress bars
     lr_shape: float | None = None   # Adam learning rate for the identity β (None: `lr`)
-    lr_final: float = 1.0           # full stage: cosine decay of every learning rate to this fraction of it (1: constant, as the seed)
+    # full stage: cosine decay of every learning rate to this fraction of it (1: constant, as the seed)
+    lr_final: float = 1.0
     refine_iters: int = 0           # stage 3: Levenberg-Marquardt steps on the same energy (0: none, as the seed)
-    refine_eps: float = 0.005       # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
+    # stage 3: photometric residuals below this are weighted as this (IRLS form of the L1)
+    refine_eps: float = 0.005
     shared_identity: bool = False   # the batch is one person: one β for all photos (its prior counted once)
-    scale_starts: tuple = (1.0,)    # multi-start: the full stage starts from the rigid camera scale × each factor; the lowest energy after
+    # multi-start: the full stage starts from the rigid camera scale × each factor; the lowest energy after
+    scale_starts: tuple = (1.0,)
     screen_iters: int = 50          #   `screen_iters` steps goes on (per photo; one for all with a shared identity)
-    w_silhouette: float = 0.0       # head outline: mean distance of the mesh's outer silhouette vertices to the outline of `head_masks`
+    # head outline: mean distance of the mesh's outer silhouette vertices to the outline of `head_masks`
+    w_silhouette: float = 0.0
 
 PRESETS = {
     "smoke": FitConfig(rigid_iters=30, full_iters=40, lr=0.01, lr_light=0.02, lr_camera=0.002),
@@ -64,38 +69,46 @@ PRESETS = {
                           lr_final=0.05, refine_iters=6, w_shape_reg=1e-6, w_expr_reg=1e-6, w_tex_reg=1e-6,
                           w_albedo_smooth=1e4, scale_starts=(0.85, 0.93, 1.0, 1.08, 1.17)),
 }
-PRESETS["outline"] = replace(PRESETS["accurate"], w_silhouette=1.0)   # needs head masks: the photometric support and the outline
+# needs head masks: the photometric support and the outline
+PRESETS["outline"] = replace(PRESETS["accurate"], w_silhouette=1.0)
 
 # %% ../../nbs/30_fit.photometric.ipynb #906b9fb1
 @dataclass
 class FitResult:
     "What `fit_photometric` returns (batch-first tensors, detached, on the images' device)."
-    parameters: dict        # name -> [B, k] tensors: shape, expression, global_pose, jaw_pose, eye poses, (eyelids, tex), camera
+    # name -> [B, k] tensors: shape, expression, global_pose, jaw_pose, eye poses, (eyelids, tex), camera
+    parameters: dict
     vertices: Tensor        # [B, V, 3] fitted mesh, model frame, metres
     landmarks2d: Tensor     # [B, 68, 2] fitted landmarks, pixels of the fitted images
     albedo: Tensor          # [B, V, 3] per-vertex albedo in [0, 1]
     sh: Tensor              # [B, 9, 3] SH light (world frame, DECA order)
-    camera: dict            # "model": "weak"|"perspective"; "cam" [B, 3] or "translation" [B, 3]; and K, R, t [B,3,3],[B,3,3],[B,3]
+    # "model": "weak"|"perspective"; "cam" [B, 3] or "translation" [B, 3]; and K, R, t [B,3,3],[B,3,3],[B,3]
+    camera: dict
     render: Tensor          # [B, 3, H, W] final shaded render (black background)
     render_mask: Tensor     # [B, 1, H, W] coverage of the final render
     history: dict           # stage ("rigid", "full", "refine") -> list of {term: value} per step
     timings: dict           # seconds: "rigid", "full", "refine", "total"; "rigid_per_iter", "full_per_iter"
-    energy: Tensor | None = None  # [B] the full-stage energy of each photo at the result (a shared β's prior split evenly)
+    # [B] the full-stage energy of each photo at the result (a shared β's prior split evenly)
+    energy: Tensor | None = None
 
 # %% ../../nbs/30_fit.photometric.ipynb #32db88a4
 def _check_tensor(x, name, shape, lo=None, hi=None):
     return check_tensor(x, name, shape, floating=True, finite=True, lo=lo, hi=hi)
 
 class _Camera:
-    "The camera being fitted: weak perspective (s, tx, ty) or a pinhole with fixed K and R, free translation."
+    ("The camera model being fitted: weak perspective (s, tx, ty) or a pinhole with fixed K and R; its [B, 3] "
+     "parameter is passed in.")
     def __init__(self, kind, B, H, W, focal, dtype, device):
-        if kind not in ("weak", "perspective"): raise ValueError(f"camera must be 'weak' or 'perspective', got {kind!r}")
+        if kind not in ("weak", "perspective"):
+            raise ValueError(f"camera must be 'weak' or 'perspective', got {kind!r}")
         self.kind, self.size = kind, (H, W)
         self.R = torch.diag(torch.tensor([1., -1., -1.], dtype=dtype, device=device)).expand(B, 3, 3).contiguous()
         self.K = intrinsics(focal * W, (H, W), B).to(dtype=dtype, device=device)
-        self.param = torch.zeros(B, 3, dtype=dtype, device=device)
+        self.key = "cam" if kind == "weak" else "translation"             # the parameter's name in FitResult
 
-    def init_from_landmarks(self, X: Tensor, uv: Tensor):  # X [B, L, 3] model landmarks, uv [B, L, 2] pixels
+    # X [B, L, 3] model landmarks, uv [B, L, 2] pixels -> [B, 3]
+    def from_landmarks(self, X: Tensor, uv: Tensor) -> Tensor:
+        "The camera parameter that puts the landmarks' centroid and rms radius where the detected ones are."
         H, W = self.size
         Xc, uc = X.mean(1), uv.mean(1)                                           # [B, 3], [B, 2]
         r3 = (X[..., :2] - Xc[:, None, :2]).pow(2).sum(-1).mean(1).sqrt()        # [B] rms radius, metres
@@ -103,36 +116,36 @@ class _Camera:
         if self.kind == "weak":
             s = r2 / r3 * 2 / W                                                  # normalised units per metre
             n = torch.stack([2 * uc[:, 0] / W - 1, 1 - 2 * uc[:, 1] / H], -1)
-            self.param = torch.cat([s[:, None], n / s[:, None] - Xc[:, :2]], -1)
-        else:
-            fx = self.K[:, 0, 0]
-            depth = fx * r3 / r2                                                  # camera-to-face distance
-            tz = depth + Xc[:, 2]
-            tx = (uc[:, 0] - self.K[:, 0, 2]) * depth / fx - Xc[:, 0]
-            ty = (uc[:, 1] - self.K[:, 1, 2]) * depth / fx + Xc[:, 1]
-            self.param = torch.stack([tx, ty, tz], -1)
-        self.param.requires_grad_(True)
+            return torch.cat([s[:, None], n / s[:, None] - Xc[:, :2]], -1)
+        fx = self.K[:, 0, 0]
+        depth = fx * r3 / r2                                                      # camera-to-face distance
+        tx = (uc[:, 0] - self.K[:, 0, 2]) * depth / fx - Xc[:, 0]
+        ty = (uc[:, 1] - self.K[:, 1, 2]) * depth / fx + Xc[:, 1]
+        return torch.stack([tx, ty, depth + Xc[:, 2]], -1)
 
-    def pixels(self, X: Tensor, param: Tensor | None = None) -> Tensor:  # [B, N, 3] -> [B, N, 2]; param: [B, 3] (default: own)
-        param = self.param if param is None else param
+    def scaled(self, param: Tensor, m: float) -> Tensor:  # [B, 3] -> [B, 3]: the head m times larger in the image
+        if self.kind == "weak": p = param.clone(); p[:, 0] *= m; return p
+        return param / m                                                          # pinhole: the head m times nearer
+
+    def pixels(self, X: Tensor, param: Tensor) -> Tensor:  # [B, N, 3] -> [B, N, 2]
         if self.kind == "weak": return ndc_to_pixels(weak_perspective_project(X, param), self.size)
         return project_points(X, self.K, self.R, param)[0]
 
-    def ndc(self, X: Tensor) -> Tensor:  # for the rasteriser
-        if self.kind == "weak": return weak_perspective_to_ndc(X, self.param, self.size)
-        return pinhole_to_ndc(X, self.K, self.R, self.param, self.size)
+    def ndc(self, X: Tensor, param: Tensor) -> Tensor:  # for the rasteriser
+        if self.kind == "weak": return weak_perspective_to_ndc(X, param, self.size)
+        return pinhole_to_ndc(X, self.K, self.R, param, self.size)
 
-    def as_dict(self) -> dict:
-        p = self.param.detach()
+    def as_dict(self, param: Tensor) -> dict:
+        p = param.detach()
         if self.kind == "weak":
             K, R, t = weak_perspective_to_pinhole(p, self.size)
             return dict(model="weak", cam=p, K=K, R=R, t=t)
         return dict(model="perspective", translation=p, K=self.K, R=self.R, t=p)
 
-    def render(self, verts, faces, albedo, sh):
+    def render(self, verts, faces, albedo, sh, param: Tensor):
         if self.kind == "weak":
-            return render_mesh_weak_perspective(verts, faces, self.param.detach(), self.size, albedo=albedo, sh=sh)
-        return render_mesh(verts, faces, self.K, self.R, self.param.detach(), self.size, albedo=albedo, sh=sh)
+            return render_mesh_weak_perspective(verts, faces, param.detach(), self.size, albedo=albedo, sh=sh)
+        return render_mesh(verts, faces, self.K, self.R, param.detach(), self.size, albedo=albedo, sh=sh)
 
 # %% ../../nbs/30_fit.photometric.ipynb #1e177548
 def shade_pixels(pix_to_face: Tensor,  # [B, H, W] packed face ids b*F+f of the front surface (-1: empty)
@@ -145,7 +158,8 @@ def shade_pixels(pix_to_face: Tensor,  # [B, H, W] packed face ids b*F+f of the 
     b, i, j = select.nonzero(as_tuple=True)
     return _shade_at(pix_to_face, (b, i, j), uv, colors, faces), (b, i, j)
 
-def _shade_at(pix_to_face, bij, uv, colors, faces):  # `shade_pixels` at given pixel indices (no data-dependent shapes: vmap-safe)
+# `shade_pixels` at given pixel indices (no data-dependent shapes: vmap-safe)
+def _shade_at(pix_to_face, bij, uv, colors, faces):
     b, i, j = bij
     Fn = faces.shape[0]
     f = faces[pix_to_face[b, i, j] - b * Fn]                                   # [N, 3] vertex ids
@@ -159,102 +173,17 @@ def _shade_at(pix_to_face, bij, uv, colors, faces):  # `shade_pixels` at given p
     w = torch.stack([w0, w1, 1 - w0 - w1], -1)                                  # [N, 3]
     return (colors[b[:, None], f] * w[..., None]).sum(1)                        # [N, D]
 
-# %% ../../nbs/30_fit.photometric.ipynb #178e9f25
-@dataclass
-class SyntheticScene:
-    "Photos rendered from known parameters, for checking a fit."
-    images: Tensor       # [B, 3, S, S] in [0, 1]
-    landmarks68: Tensor  # [B, 68, 2] exact projected landmarks, pixels
-    masks: Tensor        # [B, 1, S, S] skin mask (landmark skin region ∩ rendered head)
-    params: dict         # shape, expression, global_pose, tex, sh [B, 9, 3], cam [B, 3]
-    head_masks: Tensor | None = None  # [B, 1, S, S] the rendered head (what a head segmentation of the photo would give)
-
-def synthetic_scene(model, batch: int = 1, seed: int = 0,
-                    yaw_deg: float = 30.0,      # yaw drawn uniformly in ±yaw_deg
-                    image_size: int = 224,
-                    shape_std: float = 1.0, expr_std: float = 0.5, tex_std: float = 0.5,
-                    same_identity: bool = False,  # every photo shows the first photo's identity (and albedo)
-                   ) -> SyntheticScene:
-    "Render `model` with random identity, expression, yaw, albedo and a random directional SH light."
-    from headbook.render.lighting import directional_sh
-    from headbook.landmarks import skin_mask
-    g = torch.Generator().manual_seed(seed)
-    B, S = batch, image_size
-    shape = torch.randn(B, model.n_shape, generator=g) * shape_std
-    if same_identity: shape = shape[:1].expand(B, -1).clone()
-    expr = torch.randn(B, model.n_expr, generator=g) * expr_std
-    yaw = (torch.rand(B, generator=g) * 2 - 1) * math.radians(yaw_deg)
-    gp = torch.stack([torch.zeros(B), yaw, torch.zeros(B)], -1)
-    d = torch.randn(B, 3, generator=g); d[:, 2] = d[:, 2].abs() + 1                   # light from the front hemisphere
-    sh = directional_sh(d, 0.8, 0.5)
-    cam = torch.tensor([[5.0, 0.0, 0.02]]).expand(B, 3).clone()
-    with torch.no_grad():
-        out = model(shape=shape, expression=expr, global_pose=gp)
-        if model.albedo_basis is not None:
-            tex = torch.randn(B, model.albedo_basis.shape[-1], generator=g) * tex_std
-            if same_identity: tex = tex[:1].expand(B, -1).clone()
-            alb = (model.albedo_mean + torch.einsum("vca,ba->bvc", model.albedo_basis, tex)).clamp(0, 1)
-        else:   # no albedo space (ICT): a random smooth skin albedo, a base colour plus four low-frequency waves
-            tex, X = None, model.v_template                                        # [V, 3] metres
-            base = torch.tensor([0.62, 0.46, 0.38]) * (0.8 + 0.4 * torch.rand(B, 1, 1, generator=g))
-            freq = torch.randn(B, 4, 3, generator=g) * (2 * math.pi / 0.2)         # wavelengths of about 20 cm
-            phase = torch.rand(B, 4, 1, generator=g) * 2 * math.pi
-            amp = torch.randn(B, 4, 3, generator=g) * 0.05 * tex_std / 0.5          # [B, 4 waves, 3 channels]
-            waves = torch.cos(torch.einsum("vc,bkc->bkv", X, freq) + phase)          # [B, 4, V]
-            alb = (base + torch.einsum("bkv,bkc->bvc", waves, amp)).clamp(0, 1)
-            if same_identity: alb = alb[:1].expand(B, -1, -1).clone()
-        r = render_mesh_weak_perspective(out.vertices, model.faces, cam, (S, S), albedo=alb, sh=sh)
-        lm = ndc_to_pixels(weak_perspective_project(out.landmarks, cam), (S, S))
-        skin = torch.stack([torch.from_numpy(skin_mask(lm[b], (S, S))) for b in range(B)])[:, None].float()
-    params = dict(shape=shape, expression=expr, global_pose=gp, sh=sh, cam=cam)
-    if tex is not None: params["tex"] = tex
-    return SyntheticScene(r.image.clamp(0, 1), lm, skin * r.mask, params, r.mask)
-
-def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
-                         shape_gt: Tensor,          # [B, S''] true identity
-                         region: Tensor | str | None = None,  # [V] bool mask, "now" (NoW's face crop of each true head) or None (whole head)
-                        ) -> Tensor:  # [B] median vertex distance in mm after a similarity alignment
-    "Compare neutral (zero expression and pose) heads after the best similarity transform (NoW's `procrustes`)."
-    from headbook.eval.now import procrustes, crop_face
-    from headbook.landmarks import IBUG68_TO_NOW7
-    with torch.no_grad():
-        a = model(shape=shape_fit).vertices.double().cpu().numpy()
-        gt = model(shape=shape_gt)
-        b, lm = gt.vertices.double().cpu().numpy(), gt.landmarks.double().cpu().numpy()
-    V = a.shape[1]
-    if region is None: masks = [np.ones(V, bool)] * len(a)
-    elif isinstance(region, str):
-        if region != "now": raise ValueError(f"region must be a [V] bool mask, 'now' or None, got {region!r}")
-        # NoW's crop (eval.now.crop_face: a ball around the face from the 7 landmarks) of each true neutral head
-        masks = [np.isin(np.arange(V), crop_face(y * 1000, l[IBUG68_TO_NOW7] * 1000).vertex_ids) for y, l in zip(b, lm)]
-    else:
-        r = torch.as_tensor(region, dtype=torch.bool).cpu().numpy()
-        if r.shape != (V,): raise ValueError(f"region must be a bool mask [{V}], got {list(r.shape)}")
-        masks = [r] * len(a)
-    out = []
-    for x, y, m in zip(a, b, masks):
-        T = procrustes(x[m], y[m], reflection=False)
-        out.append(float(np.median(np.linalg.norm(T(x[m]) - y[m], axis=-1)) * 1000))
-    return torch.tensor(out)
-
 # %% ../../nbs/30_fit.photometric.ipynb #59ab66c9
-def _laplacian(faces: Tensor, V: int) -> Tensor:  # sparse [V, V]: I - D^-1 A (uniform weights)
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
-    e = torch.unique(torch.cat([e, e.flip(1)]), dim=0)
-    deg = torch.bincount(e[:, 0], minlength=V).clamp_min(1).to(torch.float32)
-    A = torch.sparse_coo_tensor(e.T, 1.0 / deg[e[:, 0]], (V, V), check_invariants=False)
-    I = torch.sparse_coo_tensor(torch.arange(V).expand(2, V), torch.ones(V), (V, V), check_invariants=False)
-    return (I - A).coalesce()
-
-
 def _check_finite(losses: dict, stage: str, step: int):
     for k, v in losses.items():
         if not torch.isfinite(v).all():
-            raise FloatingPointError(f"fit_photometric: the loss term '{k}' became {float(v.detach())} at {stage} stage step {step}; "
-                                     "lower the learning rate or check the inputs (landmarks, masks)")
+            raise FloatingPointError(f"fit_photometric: the loss term '{k}' became {float(v.detach())} "
+                                     f"at {stage} stage "
+                                     f"step {step}; lower the learning rate or check the inputs (landmarks, masks)")
 
 def _residual(pred: Tensor, target: Tensor) -> Tensor:
-    "Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond it."
+    ("Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond "
+     "it.")
     r = pred - target
     return torch.where(target >= 0.999, r.clamp(max=0), torch.where(target <= 0.001, r.clamp(min=0), r))
 
@@ -262,177 +191,323 @@ def _lmk_loss(pred: Tensor, gt: Tensor, W: int) -> Tensor:  # [B]
     "Per-image mean landmark distance in normalised image units (the image spans 2)."
     return (pred - gt).norm(dim=-1).mean(1) * (2.0 / W)
 
-# %% ../../nbs/30_fit.photometric.ipynb #0241754a
-def _outline_distance(head_masks):  # [B, 1, H, W] -> [B, 1, H, W] distance in pixels to the mask's outline
-    from scipy.ndimage import distance_transform_edt
-    out = []
-    for m in head_masks[:, 0].detach().cpu().numpy() > 0.5:
-        out.append(np.where(m, distance_transform_edt(m), distance_transform_edt(~m)) - 0.5)
-    return torch.tensor(np.stack(out))[:, None].to(head_masks)
+@dataclass
+class _Problem:
+    "What the energy reads and no stage changes: the photos, the model, the camera model, the weights."
+    model: object
+    images: Tensor         # [B, 3, H, W]
+    landmarks68: Tensor    # [B, 68, 2] pixels
+    masks: Tensor          # [B, 1, H, W] photometric support
+    cfg: FitConfig
+    cam: _Camera
+    outside: Tensor        # [B] masked L1 of the photo: what an empty render costs
+    sel_mask: Tensor       # [B, H, W] bool: the pixels that may be shaded
+    lap: Tensor | None     # sparse [V, V] Laplacian for a free per-vertex albedo (None: the model's albedo basis)
+    # (interior edges [E, 2], their faces [E, 2], outline distance [B, 1, H, W]) for `w_silhouette`
+    outline: tuple | None
 
-def _edge_faces(faces):  # [E, 2] the two faces of each interior edge
-    F_ = faces.shape[0]
-    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(1).values
-    fid = torch.arange(F_, device=faces.device).repeat(3)
-    key = e[:, 0] * (faces.max() + 1) + e[:, 1]
-    order = key.argsort(); key, fid, e = key[order], fid[order], e[order]
-    same = key[1:] == key[:-1]
-    i = same.nonzero()[:, 0]
-    return e[i], torch.stack([fid[i], fid[i + 1]], 1)
+    @property
+    def B(self): return self.images.shape[0]
+    @property
+    def shared(self): return self.cfg.shared_identity and self.B > 1   # one β: its prior is split evenly over photos
 
-def _outer_silhouette(uv: Tensor,      # [B, V, 2] projected vertices, pixels
-                      faces: Tensor,   # [F, 3]
-                      edges: Tensor, efaces: Tensor,  # [E, 2] interior edges and their two faces (`_edge_faces`)
-                      p2f: Tensor,     # [B, H, W] packed face ids of the front surface (-1: empty)
-                     ) -> Tensor:      # [B, V] bool: vertices on the outer silhouette
-    "Vertices of edges between a front- and a back-facing triangle that project within 2 px of an uncovered pixel."
-    B, V, _ = uv.shape
-    H, W = p2f.shape[1:]
+def _problem(images, landmarks68, masks, model, cfg, head_masks) -> _Problem:
+    B, _, H, W = images.shape
+    lap = (None if model.albedo_basis is not None
+           else uniform_laplacian(model.faces.cpu(), model.n_verts).to(images.device))
+    outline = ((*edge_faces(model.faces), mask_distance(head_masks, "outline")) if cfg.w_silhouette > 0 else None)
+    cam = _Camera(cfg.camera, B, H, W, cfg.focal, images.dtype, images.device)
+    return _Problem(model, images, landmarks68, masks, cfg, cam,
+                    (images.abs() * masks).sum((1, 2, 3)), masks[:, 0] > 0.5, lap, outline)
+
+def _forward(pb: _Problem, Q: dict):
+    "The head model at parameters `Q` (a shared [1, S] identity is expanded to the batch)."
+    skip = ("tex", "albedo", "cam", "sh")
+    return pb.model(**{k: (v.expand(pb.B, -1) if k == "shape" else v) for k, v in Q.items() if k not in skip})
+
+def _albedo(pb: _Problem, Q: dict) -> Tensor:  # [B, V, 3]
+    m = pb.model
+    if pb.lap is None: return (m.albedo_mean + torch.einsum("vca,ba->bvc", m.albedo_basis, Q["tex"])).clamp(0, 1)
+    return Q["albedo"]
+
+def _raster(pb: _Problem, Q: dict) -> Tensor:  # [B, H, W] front face ids at `Q` (its own camera)
     with torch.no_grad():
-        tri = uv[:, faces]                                                    # [B, F, 3, 2]
-        a, c = tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0]
-        area = a[..., 0] * c[..., 1] - a[..., 1] * c[..., 0]                  # [B, F] signed screen area
-        seen = torch.zeros(B * faces.shape[0], dtype=uv.dtype, device=uv.device)
-        seen[p2f[p2f >= 0]] = 1.0                                             # triangles that win a pixel face the camera:
-        front = area * torch.sign((area * seen.view(B, -1)).sum(1, keepdim=True)) > 0   # their sign is "front"
-        sil = front[:, efaces[:, 0]] != front[:, efaces[:, 1]]                # [B, E]
-        on = torch.zeros(B, V, dtype=torch.bool, device=uv.device)
-        bi, ei = sil.nonzero(as_tuple=True)
-        on[bi, edges[ei, 0]] = True; on[bi, edges[ei, 1]] = True
-        near_empty = F.max_pool2d((p2f < 0).to(uv.dtype)[:, None], 5, 1, 2)[:, 0] > 0   # within 2 px of an uncovered pixel
-        px = uv.round().long()
-        inside = (px[..., 0] >= 0) & (px[..., 0] < W) & (px[..., 1] >= 0) & (px[..., 1] < H)
-        bb = torch.arange(B, device=uv.device)[:, None].expand(B, V)
-        return on & inside & near_empty[bb, px[..., 1].clamp(0, H - 1), px[..., 0].clamp(0, W - 1)]
+        v = _forward(pb, Q).vertices
+        return rasterize(pb.cam.ndc(v, Q["cam"]), pb.model.faces, pb.cam.size, RasterSettings()).pix_to_face[..., 0]
 
-def _outline_at(dist: Tensor, uv: Tensor) -> Tensor:  # dist [B, 1, H, W], uv [B, V, 2] pixels -> [B, V] pixels
-    "Bilinear lookup of a per-pixel map at projected points (pixel centres at +0.5), differentiable in `uv` (forward mode too)."
-    B, _, H, W = dist.shape
-    x, y = (uv[..., 0] - 0.5).clamp(0, W - 1), (uv[..., 1] - 0.5).clamp(0, H - 1)
-    x0, y0 = x.detach().floor().clamp(max=W - 2), y.detach().floor().clamp(max=H - 2)
-    fx, fy = x - x0, y - y0
-    D = dist.reshape(B, H * W)
-    at = lambda dy, dx: torch.gather(D, 1, ((y0 + dy) * W + x0 + dx).long())
-    return at(0, 0) * (1 - fx) * (1 - fy) + at(0, 1) * fx * (1 - fy) + at(1, 0) * (1 - fx) * fy + at(1, 1) * fx * fy
+# %% ../../nbs/30_fit.photometric.ipynb #3fdec2f8
+@dataclass
+class _Visibility:
+    "Which pixels the mesh covers, fixed while residuals are differentiated (no gradient flows through it)."
+    bij: tuple             # (b, i, j) [N] the shaded pixels: skin mask ∩ covered
+    covered: Tensor        # [B] masked L1 of the photo over those pixels
+    keep: Tensor | None    # [B, V] outer-silhouette vertices (outline term only)
+
+def _visibility(pb: _Problem, uv: Tensor, p2f: Tensor) -> _Visibility:  # uv [B, V, 2] pixels, p2f [B, H, W]
+    with torch.no_grad():
+        b, i, j = (pb.sel_mask & (p2f >= 0)).nonzero(as_tuple=True)
+        t = (pb.images[b, :, i, j] * pb.masks[b, 0, i, j, None]).abs().sum(1)
+        covered = torch.zeros(pb.B, dtype=uv.dtype, device=uv.device).index_add_(0, b, t)
+        keep = (outer_silhouette(uv, pb.model.faces, pb.outline[0], pb.outline[1], p2f).to(uv.dtype)
+                if pb.outline is not None else None)
+    return _Visibility((b, i, j), covered, keep)
+
+def _residuals(pb: _Problem, Q: dict, p2f: Tensor, vis: _Visibility | None = None):
+    ("Landmark offsets [B, 68, 2] px, photometric residuals [N, 3], outline distances [B, V] px (or None), and the "
+     "visibility.")
+    out = _forward(pb, Q)
+    faces = pb.model.faces
+    d = pb.cam.pixels(out.landmarks, Q["cam"]) - pb.landmarks68
+    col = _albedo(pb, Q) * sh_shading(vertex_normals(out.vertices, faces), Q["sh"])    # [B, V, 3] Gouraud colour
+    uv = pb.cam.pixels(out.vertices, Q["cam"])
+    if vis is None: vis = _visibility(pb, uv.detach(), p2f)
+    b, i, j = vis.bij
+    r = _residual(_shade_at(p2f, vis.bij, uv, col, faces), pb.images[b, :, i, j])
+    # the outline reads its own projection, and the landmarks come first: the graph is built in the order in which the
+    # gradients were always accumulated (three paths reach the camera), which keeps results bit-identical to the book's
+    # earlier versions
+    s = sample_map(pb.outline[2], pb.cam.pixels(out.vertices, Q["cam"])) if pb.outline is not None else None
+    return d, r, s, vis
+
+def _energy_terms(pb: _Problem, Q: dict, res) -> dict:  # name -> [B]
+    "The full-stage energy of each photo from the residuals of `_residuals` (used by the Adam and the LM stages)."
+    d, r, s, vis = res
+    cfg, (H, W), B = pb.cfg, pb.cam.size, pb.B
+    b, i, j = vis.bij
+    T = {"landmark": cfg.w_lmk * (d.norm(dim=-1).mean(1) * (2.0 / W))}
+    l1 = torch.zeros(B, dtype=r.dtype, device=r.device).index_add_(0, b, (r.abs() * pb.masks[b, 0, i, j, None]).sum(1))
+    T["photometric"] = cfg.w_pho * (l1 + pb.outside - vis.covered) / (3 * H * W)
+    if s is not None:
+        T["silhouette"] = cfg.w_silhouette * (2.0 / W) * (s * vis.keep).sum(1) / vis.keep.sum(1).clamp_min(1)
+    T["shape_reg"] = cfg.w_shape_reg * Q["shape"].pow(2).sum(1).expand(B) / 2 / (B if pb.shared else 1)
+    T["expression_reg"] = cfg.w_expr_reg * Q["expression"].pow(2).sum(1) / 2
+    if cfg.w_pose_reg:
+        poses = ("jaw_pose", "left_eye_pose", "right_eye_pose")
+        T["pose_reg"] = cfg.w_pose_reg * sum(Q[n].pow(2).sum(1) for n in poses) / 2
+    if pb.lap is None: T["tex_reg"] = cfg.w_tex_reg * Q["tex"].pow(2).sum(1) / 2
+    else:
+        La = torch.stack([torch.sparse.mm(pb.lap, Q["albedo"][bb]) for bb in range(B)])
+        T["albedo_smooth"] = cfg.w_albedo_smooth * La.pow(2).sum(-1).mean(-1)
+    return T
+
+def _energy(pb: _Problem, Q: dict, p2f: Tensor | None = None) -> Tensor:  # [B]
+    "The full-stage energy of each photo at `Q`, rasterised at `Q` (its own camera) unless `p2f` is given."
+    p2f = _raster(pb, Q) if p2f is None else p2f
+    return sum(_energy_terms(pb, Q, _residuals(pb, Q, p2f)).values())
 
 # %% ../../nbs/30_fit.photometric.ipynb #0b8dbf48
-def _lm_refine(P: dict, cam: "_Camera", sh: Tensor, model, images, landmarks68, masks, cfg, raster, albedo_of, outline=None) -> list:
-    "Levenberg-Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates P, cam.param, sh in place."
-    B, _, H, W = images.shape
-    shared = cfg.shared_identity and B > 1                                     # one β for the batch: one joint system
-    faces = model.faces
-    names = [k for k in P if k != "albedo"]                                    # the free albedo stays as it is
-    sizes = [P[k].shape[1] for k in names] + [3, 27]
-    n, dt = sum(sizes), images.dtype
-    def unpack(th):                                                            # [B, n] -> parameter dict
-        parts = torch.split(th, sizes, dim=1)
-        Q = dict(zip(names, parts)); Q["cam"], Q["sh"] = parts[-2], parts[-1].reshape(-1, 9, 3)
-        if "albedo" in P: Q["albedo"] = P["albedo"].detach()
+class _LMLayout:
+    ("The LM stage's parameter vector θ [B, n]: the model's coordinates, the camera (3) and the light (27); a free "
+     "albedo stays fixed.")
+    def __init__(self, pb: _Problem, Q: dict):
+        cfg = pb.cfg
+        self.names = [k for k in Q if k not in ("albedo", "cam", "sh")]
+        self.sizes = [Q[k].shape[1] for k in self.names] + [3, 27]
+        self.albedo = Q["albedo"].detach() if "albedo" in Q else None
+        n, dev, dt = sum(self.sizes), pb.images.device, pb.images.dtype
+        w = dict(shape=cfg.w_shape_reg, expression=cfg.w_expr_reg, tex=cfg.w_tex_reg, jaw_pose=cfg.w_pose_reg,
+                 left_eye_pose=cfg.w_pose_reg, right_eye_pose=cfg.w_pose_reg)
+        s0 = sum(self.sizes[:self.names.index("shape")]); S = Q["shape"].shape[1]
+        self.sidx = torch.arange(s0, s0 + S, device=dev)                            # identity coordinates
+        self.oidx = torch.cat([torch.arange(0, s0), torch.arange(s0 + S, n)]).to(dev)
+        # the energy's quadratic priors per coordinate (½ w θ²); a shared β's prior is split evenly over the photos
+        split = lambda k: pb.B if k == "shape" and pb.shared else 1
+        self.reg = torch.cat([torch.full((sz,), w.get(k, 0.0) / split(k), dtype=dt, device=dev)
+                              for k, sz in zip(self.names, self.sizes[:-2])] + [torch.zeros(30, dtype=dt, device=dev)])
+        self.n = n
+
+    def pack(self, Q: dict) -> Tensor:  # [B, n]
+        B = Q["cam"].shape[0]
+        model = [Q[k].detach().expand(B, -1) for k in self.names]
+        return torch.cat(model + [Q["cam"].detach(), Q["sh"].detach().reshape(B, 27)], 1)
+
+    def unpack(self, th: Tensor) -> dict:
+        parts = torch.split(th, self.sizes, dim=1)
+        Q = dict(zip(self.names, parts)); Q["cam"], Q["sh"] = parts[-2], parts[-1].reshape(-1, 9, 3)
+        if self.albedo is not None: Q["albedo"] = self.albedo
         return Q
-    reg = torch.zeros(n, dtype=dt, device=images.device)                      # ½ w θ² per coordinate
-    o = 0
-    for k, sz in zip(names, sizes):
-        w = dict(shape=cfg.w_shape_reg, expression=cfg.w_expr_reg, tex=cfg.w_tex_reg).get(k, 0.0)
-        if k in ("jaw_pose", "left_eye_pose", "right_eye_pose"): w = cfg.w_pose_reg
-        reg[o:o + sz] = w; o += sz
-    c_l, c_p, c_s = cfg.w_lmk * 2.0 / (W * 68), cfg.w_pho / (3 * H * W), cfg.w_silhouette * 2.0 / W
-    sel_mask = masks[:, 0] > 0.5
 
-    def visibility(th):  # which pixels the mesh covers at th, and the mask pixels it misses
-        with torch.no_grad():
-            Q = unpack(th)
-            verts = model(**{k: Q[k] for k in names if k != "tex"}).vertices
-            p2f = raster(verts)
-            bij = (sel_mask & (p2f >= 0)).nonzero(as_tuple=True)
-            miss = (images.abs() * masks).sum((1, 2, 3)) - torch.zeros(B, dtype=dt, device=images.device).index_add_(
-                0, bij[0], (images[bij[0], :, bij[1], bij[2]] * masks[bij[0], 0, bij[1], bij[2], None]).sum(1))
-            keep = (_outer_silhouette(cam.pixels(verts, Q["cam"]), faces, *outline[:2], p2f).to(dt)
-                    if outline is not None else None)
-        return p2f, bij, miss, keep
+def _lm_system(pb: _Problem, lay: _LMLayout, theta: Tensor, p2f: Tensor, tangents: Tensor):
+    "Gauss–Newton normal equations A [B, n, n], g [B, n] of the IRLS form of the energy at θ (forward-mode Jacobians)."
+    cfg, (H, W), B = pb.cfg, pb.cam.size, pb.B
+    with torch.no_grad(): d0, r0, s0, vis = _residuals(pb, lay.unpack(theta), p2f)
+    # the residuals' Jacobian, one tangent per parameter (no outline term: a zero column stands in for it)
+    f = lambda t: tuple(x if x is not None else t[:, :1] * 0 for x in _residuals(pb, lay.unpack(t), p2f, vis)[:3])
+    Jd, Jr, Js = torch.func.vmap(lambda v: torch.func.jvp(f, (theta,), (v,))[1])(tangents)
+    b, i, j = vis.bij
+    c_l, c_p = cfg.w_lmk * 2.0 / (W * 68), cfg.w_pho / (3 * H * W)
+    wl = (c_l / d0.norm(dim=-1).clamp_min(0.05)).repeat_interleave(2, 1)   # [B, 136] IRLS: |d| ≈ d²/2|d0|
+    wp = c_p * pb.masks[b, 0, i, j, None] / r0.abs().clamp_min(cfg.refine_eps)               # |r| ≈ r²/2|r0|
+    Jd = Jd.permute(1, 0, 2, 3).reshape(B, lay.n, 136)
+    A = torch.einsum("bnr,bmr->bnm", Jd * wl[:, None], Jd) + torch.diag_embed(lay.reg.expand(B, lay.n))
+    g = torch.einsum("bnr,br->bn", Jd * wl[:, None], d0.reshape(B, 136)) + lay.reg * theta
+    for k in range(B):                                                      # photometric rows of photo k
+        rows = b == k
+        Jk, wk = Jr[:, rows].reshape(lay.n, -1), wp[rows].reshape(-1)
+        A[k] += (Jk * wk) @ Jk.T
+        g[k] += Jk @ (wk * r0[rows].reshape(-1))
+    if s0 is not None:                                                      # outline rows: IRLS form of the distance
+        ws = cfg.w_silhouette * 2.0 / W * vis.keep / vis.keep.sum(1, keepdim=True).clamp_min(1)
+        ws = ws / s0.abs().clamp_min(0.25)                                  # [B, V]
+        Js = Js.permute(1, 0, 2)                                            # [B, n, V]
+        A += torch.einsum("bnv,bmv->bnm", Js * ws[:, None], Js)
+        g += torch.einsum("bnv,bv->bn", Js * ws[:, None], s0)
+    return A, g
 
-    def residuals(th, vis):  # landmarks [B, 68, 2] pixels, colours [N, 3]
-        p2f, bij = vis[:2]
-        Q = unpack(th)
-        out = model(**{k: Q[k] for k in names if k != "tex"})
-        col = albedo_of(Q) * sh_shading(vertex_normals(out.vertices, faces), Q["sh"])
-        uv = cam.pixels(out.vertices, Q["cam"])
-        pred = _shade_at(p2f, bij, uv, col, faces)
-        s = _outline_at(outline[2], uv) if outline is not None else th[:, :1] * 0       # [B, V] outline distance, pixels
-        return cam.pixels(out.landmarks, Q["cam"]) - landmarks68, _residual(pred, images[bij[0], :, bij[1], bij[2]]), s
+def _joint_step(lay: _LMLayout, Ad: Tensor, g: Tensor) -> Tensor:  # [B, n]
+    "A shared β: one system in [β, θ_1 \\ β, ..., θ_B \\ β] (the photos' β blocks add up; the prior is split evenly)."
+    B, S, no = Ad.shape[0], len(lay.sidx), lay.n - len(lay.sidx)
+    si, oi = lay.sidx, lay.oidx
+    J = Ad.new_zeros(S + B * no, S + B * no); r = Ad.new_zeros(S + B * no)
+    J[:S, :S], r[:S] = Ad[:, si][:, :, si].sum(0), g[:, si].sum(0)
+    for k in range(B):
+        o = slice(S + k * no, S + (k + 1) * no)
+        J[:S, o] = Ad[k][si][:, oi]; J[o, :S] = Ad[k][oi][:, si]; J[o, o] = Ad[k][oi][:, oi]
+        r[o] = g[k, oi]
+    x = -torch.linalg.solve(J, r)
+    delta = Ad.new_zeros(B, lay.n)
+    delta[:, si] = x[:S]; delta[:, oi] = x[S:].reshape(B, no)
+    return delta
 
-    def energy(th, vis):  # [B] the full-stage energy of each photo
-        d, r, s = residuals(th, vis)
-        b, i, j = vis[1]
-        e = c_l * d.norm(dim=-1).sum(1) + c_p * vis[2] + 0.5 * (reg * th.pow(2)).sum(1)
-        if vis[3] is not None: e = e + c_s * (s * vis[3]).sum(1) / vis[3].sum(1).clamp_min(1)
-        return e.index_add(0, b, c_p * (r.abs() * masks[b, 0, i, j, None]).sum(1))
-
-    with torch.no_grad():
-        theta = torch.cat([P[k].detach().expand(B, -1) for k in names] + [cam.param.detach(), sh.detach().reshape(B, 27)], 1)
-    s0 = sum(sizes[:names.index("shape")]); S = sizes[names.index("shape")]
-    sidx = torch.arange(s0, s0 + S, device=images.device)                      # identity coordinates
-    oidx = torch.cat([torch.arange(0, s0), torch.arange(s0 + S, n)]).to(images.device)
-    no = n - S
-
-    def joint_step(Ad, g):  # shared β: solve for [β, θ_1 \ β, ..., θ_B \ β]; the β prior is counted once
-        J = torch.zeros(S + B * no, S + B * no, dtype=dt, device=images.device)
-        r = torch.zeros(S + B * no, dtype=dt, device=images.device)
-        J[:S, :S] = Ad[:, sidx][:, :, sidx].sum(0) - (B - 1) * torch.diag(reg[sidx])
-        r[:S] = g[:, sidx].sum(0) - (B - 1) * reg[sidx] * theta[0, sidx]
-        for k in range(B):
-            o = slice(S + k * no, S + (k + 1) * no)
-            J[:S, o] = Ad[k][sidx][:, oidx]; J[o, :S] = Ad[k][oidx][:, sidx]; J[o, o] = Ad[k][oidx][:, oidx]
-            r[o] = g[k, oidx]
-        x = -torch.linalg.solve(J, r)
-        delta = torch.zeros(B, n, dtype=dt, device=images.device)
-        delta[:, sidx] = x[:S]
-        delta[:, oidx] = x[S:].reshape(B, no)
-        return delta
-    lam = torch.full((B,), 1e-3, dtype=dt, device=images.device)
-    tangents = torch.eye(n, dtype=dt, device=images.device)[:, None].expand(n, B, n).contiguous()
+def _lm_refine(pb: _Problem, Q: dict) -> list:
+    ("Levenberg–Marquardt on the IRLS form of the full-stage energy, per-photo damping; updates the tensors of `Q` in "
+     "place.")
+    lay = _LMLayout(pb, Q)
+    theta = lay.pack(Q)
+    lam = torch.full((pb.B,), 1e-3, dtype=theta.dtype, device=theta.device)
+    tangents = torch.eye(lay.n, dtype=theta.dtype, device=theta.device)[:, None].expand(lay.n, pb.B, lay.n).contiguous()
     hist = []
-    for it in range(cfg.refine_iters):
-        vis = visibility(theta)
-        b, i, j = vis[1]
-        with torch.no_grad(): d0, r0, s0 = residuals(theta, vis); e0 = energy(theta, vis)
-        Jd, Jr, Js = torch.func.vmap(lambda v: torch.func.jvp(lambda t: residuals(t, vis), (theta,), (v,))[1])(tangents)
-        wl = (c_l / d0.norm(dim=-1).clamp_min(0.05)).repeat_interleave(2, 1)    # [B, 136] IRLS weights
-        wp = c_p * masks[b, 0, i, j, None] / r0.abs().clamp_min(cfg.refine_eps)  # [N, 3]
-        Jd = Jd.permute(1, 0, 2, 3).reshape(B, n, 136)
-        A = torch.einsum("bnr,bmr->bnm", Jd * wl[:, None], Jd) + torch.diag_embed(reg.expand(B, n))
-        g = torch.einsum("bnr,br->bn", Jd * wl[:, None], d0.reshape(B, 136)) + reg * theta
-        for k in range(B):                                                      # photometric rows of photo k
-            rows = b == k
-            Jk, wk = Jr[:, rows].reshape(n, -1), wp[rows].reshape(-1)
-            A[k] += (Jk * wk) @ Jk.T
-            g[k] += Jk @ (wk * r0[rows].reshape(-1))
-        if outline is not None:                                                 # outline rows: IRLS form of the distance
-            keep = vis[3]
-            ws = c_s * keep / keep.sum(1, keepdim=True).clamp_min(1) / s0.abs().clamp_min(0.25)   # [B, V]
-            Js = Js.permute(1, 0, 2)                                            # [B, n, V]
-            A += torch.einsum("bnv,bmv->bnm", Js * ws[:, None], Js)
-            g += torch.einsum("bnv,bv->bn", Js * ws[:, None], s0)
+    for _ in range(pb.cfg.refine_iters):
+        p2f = _raster(pb, lay.unpack(theta))
+        A, g = _lm_system(pb, lay, theta, p2f, tangents)
         with torch.no_grad():
-            for _ in range(4):                                                  # raise λ where the step did not help
-                D = A.diagonal(dim1=1, dim2=2)                                  # Marquardt's scaling; unseen coordinates
-                D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))                 # (diagonal 0) get a floor, not a singular A
+            e0 = _energy(pb, lay.unpack(theta), p2f)
+            for _ in range(4):                                              # raise λ where the step did not help
+                D = A.diagonal(dim1=1, dim2=2)                              # Marquardt's scaling; unseen coordinates
+                D = D.clamp_min(1e-9 * D.mean(1, keepdim=True))             # (diagonal 0) get a floor, not a singular A
                 Ad = A + lam[:, None, None] * torch.diag_embed(D)
-                delta = joint_step(Ad, g) if shared else -torch.linalg.solve(Ad, g)
-                e1 = energy(theta + delta, visibility(theta + delta))
+                delta = _joint_step(lay, Ad, g) if pb.shared else -torch.linalg.solve(Ad, g)
+                # re-rasterised at the trial (its own camera)
+                e1 = _energy(pb, lay.unpack(theta + delta))
                 ok = torch.isfinite(e1) & (e1 < e0)
-                if shared:                                                      # all or none, on the joint energy
-                    prior_twice = lambda th: (B - 1) * 0.5 * (reg[sidx] * th[0, sidx].pow(2)).sum()
-                    better = e1.sum() - prior_twice(theta + delta) < e0.sum() - prior_twice(theta)
-                    ok = ok.new_full((B,), bool(torch.isfinite(e1).all() and better))
+                if pb.shared:                                               # all or none, on the joint energy
+                    ok = ok.new_full((pb.B,), bool(torch.isfinite(e1).all() and e1.sum() < e0.sum()))
                 theta = torch.where(ok[:, None], theta + delta, theta)
                 e0, lam = torch.where(ok, e1, e0), torch.where(ok, lam * 0.3, lam * 10).clamp(1e-6, 1e6)
                 if ok.all(): break
         hist.append({"energy": float(e0.sum()), "lambda": float(lam.mean())})
     with torch.no_grad():
-        Q = unpack(theta)
-        for k in names: P[k].copy_(Q[k][:P[k].shape[0]])
-        cam.param.copy_(Q["cam"]); sh.copy_(Q["sh"])
+        new = lay.unpack(theta)
+        for k in lay.names + ["cam", "sh"]: Q[k].copy_(new[k][:Q[k].shape[0]])
     return hist
+
+# %% ../../nbs/30_fit.photometric.ipynb #6f34135d
+def _start(pb: _Problem, init: dict | None) -> dict:
+    "Zeros, a camera from the static landmarks, then whatever `init` gives: the parameter dict Q (no light yet)."
+    model, B, dev, dt = pb.model, pb.B, pb.images.device, pb.images.dtype
+    z = lambda n: torch.zeros(B, n, dtype=dt, device=dev, requires_grad=True)
+    Q = dict(shape=z(model.n_shape), expression=z(model.n_expr), global_pose=z(3), jaw_pose=z(3),
+             left_eye_pose=z(3), right_eye_pose=z(3))
+    if pb.cfg.shared_identity: Q["shape"] = torch.zeros(1, model.n_shape, dtype=dt, device=dev, requires_grad=True)
+    if model.n_eyelids: Q["eyelids"] = z(2)
+    if pb.lap is None: Q["tex"] = z(model.albedo_basis.shape[-1])
+    else: Q["albedo"] = torch.full((B, model.n_verts, 3), 0.6, dtype=dt, device=dev, requires_grad=True)
+    with torch.no_grad():
+        Q["cam"] = pb.cam.from_landmarks(model().landmarks[:, 17:].expand(B, -1, -1), pb.landmarks68[:, 17:])
+        for k, v in (init or {}).items():
+            if k in Q and k not in ("albedo", "cam"):                                  # truncated to the fitted modes
+                # (shared identity: the first photo's)
+                Q[k][:, :v.shape[1]] = v[:Q[k].shape[0], :Q[k].shape[1]].to(Q[k])
+            elif k in ("cam", "translation"): Q["cam"].copy_(v)
+            elif k == "albedo" and "albedo" in Q: Q["albedo"].copy_(v)
+            elif k not in ("sh", "albedo"): raise ValueError(f"init: unknown parameter {k!r}")
+    Q["cam"].requires_grad_(True)
+    return Q
+
+def _light(pb: _Problem, Q: dict, init: dict | None) -> Tensor:  # [B, 9, 3]
+    "The SH light to start the full stage from: the DC term that reproduces the mean skin colour (or `init['sh']`)."
+    with torch.no_grad():
+        m = pb.masks.clamp(0, 1)
+        mean_rgb = (pb.images * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1)         # [B, 3]
+        a_mean = _albedo(pb, Q).mean(1).clamp_min(1e-3)                              # [B, 3]
+        sh = torch.zeros(pb.B, 9, 3, dtype=pb.images.dtype, device=pb.images.device)
+        sh[:, 0] = mean_rgb / a_mean / SH_CONSTANTS[0].to(sh.dtype)
+        if init is not None and "sh" in init: sh.copy_(init["sh"])
+    return sh.requires_grad_(True)
+
+def _rigid_stage(pb: _Problem, Q: dict) -> list:
+    "Stage 1: global pose and camera on the 51 static landmarks (Adam)."
+    cfg, W = pb.cfg, pb.cam.size[1]
+    opt = torch.optim.Adam([{"params": [Q["global_pose"]], "weight_decay": cfg.weight_decay},
+                            {"params": [Q["cam"]], "lr": cfg.lr_camera, "weight_decay": 0.0}], lr=cfg.lr)
+    hist = []
+    for k in tqdm(range(cfg.rigid_iters), desc="rigid", disable=not cfg.progress, leave=False):
+        lm = pb.cam.pixels(_forward(pb, Q).landmarks[:, 17:], Q["cam"])
+        losses = {"landmark_static": cfg.w_lmk * _lmk_loss(lm, pb.landmarks68[:, 17:], W).sum()}
+        _check_finite(losses, "rigid", k)
+        loss = sum(losses.values())
+        opt.zero_grad(); loss.backward(); opt.step()
+        hist.append({n: float(v.detach()) for n, v in losses.items()})
+    return hist
+
+def _full_stage(pb: _Problem, Q: dict, iters: int, lr_final: float) -> list:
+    "Stage 2: everything against the full energy (Adam, cosine decay of every learning rate to `lr_final` of it)."
+    cfg = pb.cfg
+    geo = [v for k, v in Q.items() if k not in ("shape", "cam", "sh")]
+    opt = torch.optim.Adam([{"params": geo, "weight_decay": cfg.weight_decay},
+                            {"params": [Q["shape"]], "lr": cfg.lr_shape or cfg.lr, "weight_decay": cfg.weight_decay},
+                            {"params": [Q["cam"]], "lr": cfg.lr_camera, "weight_decay": 0.0},
+                            {"params": [Q["sh"]], "lr": cfg.lr_light, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+    lr0, hist, p2f = [g["lr"] for g in opt.param_groups], [], None
+    for k in tqdm(range(iters), desc="full", disable=not cfg.progress, leave=False):
+        if p2f is None or k % max(cfg.raster_every, 1) == 0: p2f = _raster(pb, Q)
+        losses = {n: v.sum() for n, v in _energy_terms(pb, Q, _residuals(pb, Q, p2f)).items()}
+        _check_finite(losses, "full", k)
+        loss = sum(losses.values())
+        decay = lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * k / max(iters, 1)))
+        for g, l in zip(opt.param_groups, lr0): g["lr"] = l * decay                # cosine (lr_final = 1: constant)
+        opt.zero_grad(); loss.backward(); opt.step()
+        hist.append({n: float(v.detach()) for n, v in losses.items()})
+    return hist
+
+# %% ../../nbs/30_fit.photometric.ipynb #95f1f078
+def _fresh(Q: dict) -> dict:  # a detached copy to optimise from
+    return {k: v.detach().clone().requires_grad_(True) for k, v in Q.items()}
+
+def _screen(pb: _Problem, Q: dict, init: dict | None) -> tuple[dict, dict]:
+    ("Multi-start: a short full stage from each camera scale of `scale_starts`; per photo (or jointly) the lowest "
+     "energy goes on.")
+    cfg, B = pb.cfg, pb.B
+    runs = []
+    for m in cfg.scale_starts:
+        S = _fresh({k: v for k, v in Q.items() if k != "sh"})
+        with torch.no_grad(): S["cam"].copy_(pb.cam.scaled(Q["cam"].detach(), m))
+        S["sh"] = _light(pb, S, init)
+        t0 = time.perf_counter()
+        _full_stage(pb, S, cfg.screen_iters, 1.0)
+        with torch.no_grad(): E = _energy(pb, S)
+        runs.append((S, E, time.perf_counter() - t0))
+    E = torch.stack([e for _, e, _ in runs])                                    # [K, B]
+    best = E.sum(1).argmin().expand(B) if pb.shared else E.argmin(0)           # [B]
+    ar = torch.arange(B, device=best.device)
+    pick = lambda k: torch.stack([S[k].detach().expand(B, *S[k].shape[1:]) for S, _, _ in runs])[best, ar]
+    chosen = {k: pick(k)[:v.shape[0]] for k, v in runs[0][0].items()}
+    info = {"screen": [{"scale": m, "energy": e.tolist()} for m, (_, e, _) in zip(cfg.scale_starts, runs)],
+            "screen_choice": best.tolist(), "seconds": sum(t for _, _, t in runs)}
+    return _fresh(chosen), info
+
+def _result(pb: _Problem, Q: dict, history: dict, timings: dict) -> FitResult:
+    with torch.no_grad():
+        out = _forward(pb, Q)
+        energy = _energy(pb, Q)
+        alb = _albedo(pb, Q)
+        r = pb.cam.render(out.vertices, pb.model.faces, alb, Q["sh"].detach(), Q["cam"])
+        params = {k: v.detach().expand(pb.B, -1) if k == "shape" else v.detach()
+                  for k, v in Q.items() if k not in ("albedo", "cam", "sh")}
+        params[pb.cam.key] = Q["cam"].detach()
+        return FitResult(parameters=params, vertices=out.vertices, landmarks2d=pb.cam.pixels(out.landmarks, Q["cam"]),
+                         albedo=alb.detach(), sh=Q["sh"].detach(), camera=pb.cam.as_dict(Q["cam"]), render=r.image,
+                         render_mask=r.mask, history=history, timings=timings, energy=energy)
 
 # %% ../../nbs/30_fit.photometric.ipynb #92948844
 def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H == W), face roughly centred
@@ -440,10 +515,13 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
                     masks: Tensor,        # [B, 1, H, W] skin mask in {0, 1} (the photometric term's support)
                     model,                # a `headbook.models.FLAME` head model
                     config: FitConfig | None = None,
-                    init: dict | None = None,  # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation", "sh" [B, 9, 3], "albedo" [B, V, 3])
-                    head_masks: Tensor | None = None,  # [B, 1, H, W] the whole head in {0, 1}, for `w_silhouette` (the outline term)
+                    # optional start: name -> [B, k] (model parameters, "tex", "cam"/"translation",
+                    init: dict | None = None,
+                                               # "sh" [B, 9, 3], "albedo" [B, V, 3])
+                    head_masks: Tensor | None = None,  # [B, 1, H, W] the whole head in {0, 1}, for `w_silhouette`
                    ) -> FitResult:
-    "Fit FLAME shape, expression, pose, albedo, SH light and camera to photos: rigid stage, full stage, optional LM refinement."
+    ("Fit FLAME shape, expression, pose, albedo, SH light and camera to photos: rigid stage, full stage, optional LM "
+     "refinement.")
     cfg = config or FitConfig()
     _check_tensor(images, "images", (None, 3, None, None), 0.0, 1.0)
     B, _, H, W = images.shape
@@ -454,165 +532,25 @@ def fit_photometric(images: Tensor,       # [B, 3, H, W] in [0, 1], square (H ==
     if head_masks is not None: _check_tensor(head_masks, "head_masks", (B, 1, H, W), 0.0, 1.0)
     if cfg.w_silhouette > 0 and head_masks is None:
         raise ValueError("w_silhouette > 0 needs head_masks [B, 1, H, W] (the whole head in the photo), got None")
-    if not cfg.scale_starts or min(cfg.scale_starts) <= 0: raise ValueError(f"scale_starts must be positive factors, got {cfg.scale_starts}")
-    dev, dt = images.device, images.dtype
-    if len(cfg.scale_starts) > 1 and cfg.full_iters > 0:
-        return _multi_start(images, landmarks68, masks, model, cfg, init, head_masks)
-    model = model.to(dev)
-    faces = model.faces
-    z = lambda n: torch.zeros(B, n, dtype=dt, device=dev, requires_grad=True)
-    P = dict(shape=z(model.n_shape), expression=z(model.n_expr), global_pose=z(3), jaw_pose=z(3),
-             left_eye_pose=z(3), right_eye_pose=z(3))
-    if cfg.shared_identity: P["shape"] = torch.zeros(1, model.n_shape, dtype=dt, device=dev, requires_grad=True)
-    if model.n_eyelids: P["eyelids"] = z(2)
-    has_basis = getattr(model, "albedo_basis", None) is not None
-    if has_basis: P["tex"] = z(model.albedo_basis.shape[-1])
-    else:
-        P["albedo"] = torch.full((B, model.n_verts, 3), 0.6, dtype=dt, device=dev, requires_grad=True)
-        lap = _laplacian(faces.cpu(), model.n_verts).to(dev)
-    cam = _Camera(cfg.camera, B, H, W, cfg.focal, dt, dev)
-    with torch.no_grad():
-        cam.init_from_landmarks(model().landmarks[:, 17:].expand(B, -1, -1), landmarks68[:, 17:])
-        for k, v in (init or {}).items():
-            if k in P and k != "albedo":                                           # truncated to the fitted modes
-                P[k][:, :v.shape[1]] = v[:P[k].shape[0], :P[k].shape[1]].to(P[k])    # (shared identity: the first photo's)
-            elif k in ("cam", "translation"): cam.param.copy_(v)
-            elif k == "albedo" and "albedo" in P: P["albedo"].copy_(v)
-            elif k not in ("sh", "albedo"): raise ValueError(f"init: unknown parameter {k!r}")
-
-    def albedo_of(P):
-        if has_basis:
-            a = model.albedo_mean + torch.einsum("vca,ba->bvc", model.albedo_basis, P["tex"])
-            return a.clamp(0, 1)
-        return P["albedo"]
-
-    def forward(P):
-        return model(**{k: (v.expand(B, -1) if k == "shape" else v) for k, v in P.items() if k not in ("tex", "albedo")})
-
-    history = {"rigid": [], "full": []}; timings = {}
-    # ---- stage 1: rigid (global pose + camera) on the 51 static landmarks
+    if not cfg.scale_starts or min(cfg.scale_starts) <= 0:
+        raise ValueError(f"scale_starts must be positive factors, got {cfg.scale_starts}")
+    pb = _problem(images, landmarks68, masks, model.to(images.device), cfg, head_masks)
+    Q, history, timings = _start(pb, init), {}, {}
     t0 = time.perf_counter()
-    opt = torch.optim.Adam([{"params": [P["global_pose"]], "weight_decay": cfg.weight_decay},
-                            {"params": [cam.param], "lr": cfg.lr_camera, "weight_decay": 0.0}], lr=cfg.lr)
-    for k in tqdm(range(cfg.rigid_iters), desc="rigid", disable=not cfg.progress, leave=False):
-        out = forward(P)
-        losses = {"landmark_static": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks[:, 17:]), landmarks68[:, 17:], W).sum()}
-        _check_finite(losses, "rigid", k)
-        loss = sum(losses.values())
-        opt.zero_grad(); loss.backward(); opt.step()
-        history["rigid"].append({n: float(v.detach()) for n, v in losses.items()})
+    history["rigid"] = _rigid_stage(pb, Q)
     timings["rigid"] = time.perf_counter() - t0
-
-    # ---- stage 2: everything, 68 landmarks + photometric + regularisers
+    if len(cfg.scale_starts) > 1 and cfg.full_iters > 0:
+        Q, info = _screen(pb, Q, init)
+        history["screen"], history["screen_choice"] = info["screen"], info["screen_choice"]
+        timings["screen"] = info["seconds"]
+    else: Q["sh"] = _light(pb, Q, init)
     t0 = time.perf_counter()
-    with torch.no_grad():   # light init: the DC term that reproduces the mean skin colour
-        m = masks.clamp(0, 1)
-        mean_rgb = (images * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1)          # [B, 3]
-        a_mean = albedo_of(P).mean(1).clamp_min(1e-3)                              # [B, 3]
-        sh = torch.zeros(B, 9, 3, dtype=dt, device=dev)
-        sh[:, 0] = mean_rgb / a_mean / SH_CONSTANTS[0].to(dt)
-        if init is not None and "sh" in init: sh.copy_(init["sh"])
-    sh.requires_grad_(True)
-    geo = [v for k, v in P.items() if k != "shape"]
-    opt = torch.optim.Adam([{"params": geo, "weight_decay": cfg.weight_decay},
-                            {"params": [P["shape"]], "lr": cfg.lr_shape or cfg.lr, "weight_decay": cfg.weight_decay},
-                            {"params": [cam.param], "lr": cfg.lr_camera, "weight_decay": 0.0},
-                            {"params": [sh], "lr": cfg.lr_light, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
-    lr0 = [g["lr"] for g in opt.param_groups]
-    sel_mask = masks[:, 0] > 0.5                                                    # [B, H, W]
-    outside = (images.abs() * masks).sum((1, 2, 3))                                # [B] L1 of pixels the mesh misses
-    p2f = None
-    if cfg.w_silhouette > 0:
-        odist = _outline_distance(head_masks)
-        edges, efaces = _edge_faces(faces)
-    raster = lambda v: rasterize(cam.ndc(v.detach()), faces, (H, W), RasterSettings()).pix_to_face[..., 0]   # [B, H, W] front face ids
-
-    def terms(P, p2f):  # the full-stage energy's terms, per photo: name -> [B]
-        out = forward(P)
-        verts = out.vertices
-        T = {"landmark": cfg.w_lmk * _lmk_loss(cam.pixels(out.landmarks), landmarks68, W)}
-        col = albedo_of(P) * sh_shading(vertex_normals(verts, faces), sh)         # [B, V, 3] Gouraud colour
-        sel = sel_mask & (p2f >= 0)
-        pred, (b, i, j) = shade_pixels(p2f, sel, cam.pixels(verts), col, faces)
-        target = images[b, :, i, j]                                                # [N, 3]
-        covered_target = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (target * masks[b, 0, i, j, None]).abs().sum(1))
-        l1 = torch.zeros(B, dtype=dt, device=dev).index_add_(0, b, (_residual(pred, target).abs() * masks[b, 0, i, j, None]).sum(1))
-        T["photometric"] = cfg.w_pho * (l1 + outside - covered_target) / (3 * H * W)
-        if cfg.w_silhouette > 0:
-            uv = cam.pixels(verts)
-            keep = _outer_silhouette(uv.detach(), faces, edges, efaces, p2f).to(dt)
-            T["silhouette"] = cfg.w_silhouette * (2.0 / W) * (_outline_at(odist, uv) * keep).sum(1) / keep.sum(1).clamp_min(1)
-        T["shape_reg"] = cfg.w_shape_reg * P["shape"].pow(2).sum(1).expand(B) / 2 / (B if P["shape"].shape[0] < B else 1)
-        T["expression_reg"] = cfg.w_expr_reg * P["expression"].pow(2).sum(1) / 2
-        if cfg.w_pose_reg:
-            T["pose_reg"] = cfg.w_pose_reg * sum(P[n].pow(2).sum(1) for n in ("jaw_pose", "left_eye_pose", "right_eye_pose")) / 2
-        if has_basis: T["tex_reg"] = cfg.w_tex_reg * P["tex"].pow(2).sum(1) / 2
-        else:
-            La = torch.stack([torch.sparse.mm(lap, P["albedo"][bb]) for bb in range(B)])
-            T["albedo_smooth"] = cfg.w_albedo_smooth * La.pow(2).sum(-1).mean(-1)
-        return T
-
-    for k in tqdm(range(cfg.full_iters), desc="full", disable=not cfg.progress, leave=False):
-        if p2f is None or k % max(cfg.raster_every, 1) == 0:
-            with torch.no_grad():
-                p2f = raster(forward(P).vertices)
-        losses = {n: v.sum() for n, v in terms(P, p2f).items()}
-        _check_finite(losses, "full", k)
-        loss = sum(losses.values())
-        decay = cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * k / max(cfg.full_iters, 1)))
-        for g, l in zip(opt.param_groups, lr0): g["lr"] = l * decay                # cosine (lr_final = 1: constant)
-        opt.zero_grad(); loss.backward(); opt.step()
-        history["full"].append({n: float(v.detach()) for n, v in losses.items()})
+    history["full"] = _full_stage(pb, Q, cfg.full_iters, cfg.lr_final)
     timings["full"] = time.perf_counter() - t0
-
-    # ---- stage 3 (optional): Levenberg-Marquardt on the same energy
     t0 = time.perf_counter()
-    history["refine"] = (_lm_refine(P, cam, sh, model, images, landmarks68, masks, cfg, raster, albedo_of,
-                                    (edges, efaces, odist) if cfg.w_silhouette > 0 else None)
-                         if cfg.refine_iters > 0 and cfg.full_iters > 0 else [])
+    history["refine"] = _lm_refine(pb, Q) if cfg.refine_iters > 0 and cfg.full_iters > 0 else []
     timings["refine"] = time.perf_counter() - t0
-    timings["total"] = timings["rigid"] + timings["full"] + timings["refine"]
+    timings["total"] = sum(timings[k] for k in ("rigid", "screen", "full", "refine") if k in timings)
     timings["rigid_per_iter"] = timings["rigid"] / max(cfg.rigid_iters, 1)
     timings["full_per_iter"] = timings["full"] / max(cfg.full_iters, 1)
-
-    with torch.no_grad():
-        out = forward(P)
-        energy = sum(terms(P, raster(out.vertices)).values())
-        alb = albedo_of(P)
-        r = cam.render(out.vertices, faces, alb, sh.detach())
-        params = {k: v.detach().expand(B, -1) if k == "shape" else v.detach() for k, v in P.items() if k != "albedo"}
-        params.update({("cam" if cam.kind == "weak" else "translation"): cam.param.detach()})
-        return FitResult(parameters=params, vertices=out.vertices, landmarks2d=cam.pixels(out.landmarks),
-                         albedo=alb.detach(), sh=sh.detach(), camera=cam.as_dict(), render=r.image, render_mask=r.mask,
-                         history=history, timings=timings, energy=energy)
-
-def _multi_start(images, landmarks68, masks, model, cfg, init, head_masks) -> FitResult:
-    "Rigid stage once; a short full stage from each camera scale in `cfg.scale_starts`; the full fit from the lowest energy."
-    B = images.shape[0]
-    one = replace(cfg, scale_starts=(1.0,))
-    run = lambda c, i: fit_photometric(images, landmarks68, masks, model, c, init=i, head_masks=head_masks)
-    R = run(replace(one, full_iters=0, refine_iters=0), init)
-    key = "cam" if cfg.camera == "weak" else "translation"
-    start = dict(init or {}); start["global_pose"] = R.parameters["global_pose"]
-    screens = []
-    for m in cfg.scale_starts:
-        c = R.parameters[key].clone()
-        if key == "cam": c[:, 0] *= m                                          # weak perspective: scale × m
-        else: c = c / m                                                        # pinhole: the head m times nearer
-        screens.append(run(replace(one, rigid_iters=0, full_iters=cfg.screen_iters, refine_iters=0, lr_final=1.0), {**start, key: c}))
-    E = torch.stack([S.energy for S in screens])                               # [K, B]
-    best = E.sum(1).argmin().expand(B) if cfg.shared_identity else E.argmin(0)   # [B]
-    pick = lambda xs: torch.stack(list(xs))[best, torch.arange(B, device=best.device)]
-    chosen = {k: pick(S.parameters[k] for S in screens) for k in screens[0].parameters}
-    chosen["sh"] = pick(S.sh for S in screens)
-    if getattr(model, "albedo_basis", None) is None: chosen["albedo"] = pick(S.albedo for S in screens)
-    out = run(replace(one, rigid_iters=0), chosen)
-    out.history["rigid"] = R.history["rigid"]
-    out.history["screen"] = [{"scale": m, "energy": S.energy.tolist()} for m, S in zip(cfg.scale_starts, screens)]
-    out.history["screen_choice"] = best.tolist()                               # per photo: the index of the start that went on
-    t = out.timings
-    t["rigid"], t["rigid_per_iter"], t["screen"] = R.timings["rigid"], R.timings["rigid_per_iter"], sum(S.timings["total"] for S in screens)
-    t["total"] = t["rigid"] + t["screen"] + t["full"] + t["refine"]
-    return out
-
-
+    return _result(pb, Q, history, timings)

@@ -12,46 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from .photometric import FitConfig, PRESETS, fit_photometric
+from ..landmarks.crop import CropTransform, face_crop, warp_to_crop, warp_to_photo
 
 # %% auto #0
-__all__ = ['CropTransform', 'face_crop', 'warp_to_crop', 'warp_to_photo', 'PhotoResult', 'landmark_nme', 'reconstruct']
-
-# %% ../../nbs/31_fit.reconstruct.ipynb #a3dd5472
-@dataclass
-class CropTransform:
-    "A square crop resized to `size`: crop pixel = (photo pixel - (x0, y0)) * scale (continuous, centres at +0.5)."
-    x0: float
-    y0: float
-    scale: float
-    size: int
-    def to_crop(self, pts): return (np.asarray(pts, np.float64)[..., :2] - [self.x0, self.y0]) * self.scale   # [..., 2]
-    def to_photo(self, pts): return np.asarray(pts, np.float64)[..., :2] / self.scale + [self.x0, self.y0]  # [..., 2]
-
-def face_crop(landmarks68: np.ndarray,  # [68, 2] photo pixels
-              size: int = 224,          # output side
-              expand: float = 1.25,     # box side = expand * the larger side of the landmarks' box (DECA's 1.25)
-             ) -> CropTransform:
-    "The square crop around the landmarks (DECA-style) that `fit_photometric` expects."
-    lo, hi = landmarks68.min(0), landmarks68.max(0)
-    c = (lo + hi) / 2; side = float(expand * (hi - lo).max())
-    return CropTransform(float(c[0] - side / 2), float(c[1] - side / 2), size / side, size)
-
-def warp_to_crop(rgb: np.ndarray,  # [H, W, C] uint8
-                 T: CropTransform) -> np.ndarray:  # [size, size, C] uint8 (black outside the photo)
-    "Resample the photo into the crop (bilinear)."
-    from PIL import Image
-    im = Image.fromarray(rgb)
-    return np.array(im.transform((T.size, T.size), Image.AFFINE, (1 / T.scale, 0, T.x0, 0, 1 / T.scale, T.y0),
-                                   resample=Image.BILINEAR))
-
-def warp_to_photo(crop: np.ndarray,  # [size, size, C] uint8
-                  T: CropTransform, photo_size: tuple[int, int]) -> np.ndarray:  # [H, W, C] uint8
-    "Resample a crop-sized image (e.g. the fitted render) back onto the photo's pixel grid."
-    from PIL import Image
-    H, W = photo_size
-    im = Image.fromarray(crop)
-    return np.asarray(im.transform((W, H), Image.AFFINE, (T.scale, 0, -T.x0 * T.scale, 0, T.scale, -T.y0 * T.scale),
-                                   resample=Image.BILINEAR))
+__all__ = ['PhotoResult', 'landmark_nme', 'reconstruct']
 
 # %% ../../nbs/31_fit.reconstruct.ipynb #82aa9246
 @dataclass

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['face_normals', 'face_areas', 'vertex_normals', 'face_frames', 'barycentric_interpolate', 'sample_points', 'load_mesh',
-           'save_mesh']
+__all__ = ['face_normals', 'face_areas', 'vertex_normals', 'face_frames', 'barycentric_interpolate', 'sample_points',
+           'mesh_edges', 'uniform_laplacian', 'edge_faces', 'load_mesh', 'save_mesh']
 
 # %% ../../nbs/03_geometry.mesh.ipynb #5dd3a444
 def _bverts(v: Tensor, name="verts") -> Tensor:
@@ -92,6 +92,43 @@ def sample_points(verts: Tensor,  # [B, V, 3] (the first mesh sets the area weig
     s = r[:, 0].sqrt()
     bary = torch.stack([1 - s, s * (1 - r[:, 1]), s * r[:, 1]], -1)
     return barycentric_interpolate(v, f, face_idx, bary), face_idx, bary
+
+# %% ../../nbs/03_geometry.mesh.ipynb #f70a3459
+def mesh_edges(faces: Tensor,  # [F, 3]
+               n_verts: int,
+              ) -> tuple[Tensor, Tensor]:  # edges [E, 2] directed (both ways), unique, sorted; degree [V]
+    "Every edge of a triangle mesh in both directions (lexicographically sorted) and each vertex's degree."
+    f = _faces(faces)
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    e = torch.unique(torch.cat([e, e.flip(1)]), dim=0)
+    return e, torch.bincount(e[:, 0], minlength=n_verts)
+
+def uniform_laplacian(faces: Tensor,  # [F, 3]
+                      n_verts: int,
+                      normalized: bool = True,  # True: I - D^-1 A; False: D - A
+                      dtype: torch.dtype = torch.float32,
+                     ) -> Tensor:  # sparse [V, V], coalesced
+    "The graph Laplacian of a triangle mesh with uniform weights."
+    e, deg = mesh_edges(faces, n_verts)
+    V, d = n_verts, deg.to(dtype)
+    diag = torch.arange(V, device=e.device).expand(2, V)
+    if normalized:
+        A = torch.sparse_coo_tensor(e.T, 1.0 / d.clamp_min(1)[e[:, 0]], (V, V), check_invariants=False)
+        I = torch.sparse_coo_tensor(diag, torch.ones(V, dtype=dtype, device=e.device), (V, V), check_invariants=False)
+        return (I - A).coalesce()
+    A = torch.sparse_coo_tensor(e.T, torch.ones(len(e), dtype=dtype, device=e.device), (V, V), check_invariants=False)
+    return (torch.sparse_coo_tensor(diag, d, (V, V), check_invariants=False) - A).coalesce()
+
+def edge_faces(faces: Tensor,  # [F, 3]
+              ) -> tuple[Tensor, Tensor]:  # edges [E, 2] (sorted vertex ids), faces [E, 2]
+    "The interior edges of a mesh (shared by two faces) and the two faces of each."
+    f = _faces(faces)
+    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(1).values
+    fid = torch.arange(f.shape[0], device=f.device).repeat(3)
+    key = e[:, 0] * (f.max() + 1) + e[:, 1]
+    order = key.argsort(); key, fid, e = key[order], fid[order], e[order]
+    i = (key[1:] == key[:-1]).nonzero()[:, 0]
+    return e[i], torch.stack([fid[i], fid[i + 1]], 1)
 
 # %% ../../nbs/03_geometry.mesh.ipynb #4c903fdd
 def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:  # verts [V, 3] float32, faces [F, 3] int64

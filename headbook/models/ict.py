@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
+import torch
+from ..geometry.mesh import uniform_laplacian
 from .flame import HeadModelData, vertex_embedding, dynamic_contour_embedding
 
 # %% auto #0
@@ -288,12 +290,9 @@ def ict_joint_regressor(verts: np.ndarray,    # [V, 3] metres, the subset's neut
     return Jr, miss
 
 # %% ../../nbs/14_models.ict.ipynb #48d65fa5
-def _laplacian(faces, n):
-    f = np.asarray(faces, np.int64)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    W = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
-    W = ((W + W.T) > 0).astype(np.float64)
-    return sp.diags(np.asarray(W.sum(1)).ravel()) - W
+def _laplacian(faces, n):  # scipy [n, n]: D - A of `geometry.mesh.uniform_laplacian`
+    L = uniform_laplacian(torch.as_tensor(np.asarray(faces, np.int64)), n, normalized=False, dtype=torch.float64)
+    return sp.coo_matrix((L.values().numpy(), tuple(L.indices().numpy())), shape=(n, n)).tocsr()
 
 def _rot_x(a):
     return np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])

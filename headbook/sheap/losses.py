@@ -1,4 +1,5 @@
-"""Photometric L1 + SSIM between the re-animated Gaussians and the target frame inside the head mask, landmarks against the detector, and the regularisers that keep identity, expression and Gaussians plausible.
+"""Photometric L1 + SSIM between the re-animated Gaussians and the target frame inside the head mask, landmarks
+against the detector, and the regularisers that keep identity, expression and Gaussians plausible.
 
 Docs: https://headbook.github.io/headbook/sheap.losses.html.md"""
 
@@ -10,29 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 import torch.nn.functional as F
+from ..eval.image import ssim_map
 
 # %% auto #0
-__all__ = ['ssim_map', 'photometric_loss', 'landmark_loss', 'mask_loss', 'silhouette_loss', 'SHeaPLossWeights', 'regularisers']
-
-# %% ../../nbs/41_sheap.losses.ipynb #50df4401
-def _gauss_window(size: int, sigma: float, device, dtype) -> Tensor:  # [1, 1, size, size]
-    x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma)); g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-def ssim_map(x: Tensor,  # [B, C, H, W] in [0, 1]
-             y: Tensor,  # [B, C, H, W]
-             window: int = 11, sigma: float = 1.5) -> Tensor:  # [B, 1, H, W] SSIM averaged over channels
-    "Structural similarity (Wang et al. 2004) with a Gaussian window, per pixel (reflect padding)."
-    if x.shape != y.shape or x.dim() != 4: raise ValueError(f"x and y must both be [B, C, H, W], got {list(x.shape)} and {list(y.shape)}")
-    C = x.shape[1]; w = _gauss_window(window, sigma, x.device, x.dtype).expand(C, 1, -1, -1)
-    pad = lambda t: F.pad(t, [window // 2] * 4, mode="reflect")
-    f = lambda t: F.conv2d(pad(t), w, groups=C)
-    mx, my = f(x), f(y)
-    vx, vy, cxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean(1, keepdim=True)
+__all__ = ['photometric_loss', 'landmark_loss', 'mask_loss', 'silhouette_loss', 'SHeaPLossWeights', 'regularisers']
 
 # %% ../../nbs/41_sheap.losses.ipynb #5bcce3d7
 def photometric_loss(pred: Tensor,    # [B, 3, H, W] render
@@ -100,17 +82,18 @@ class SHeaPLossWeights:
     l1: float = 1.0          # photometric L1 inside the head mask
     ssim: float = 0.2        # photometric 1 - SSIM inside the head mask
     landmarks: float = 1.0   # 68 landmarks vs the detector, fraction of the image side, source and target
-    landmarks_reanimated: float = 1.0  # the re-animated head (source identity, target expression/pose) vs the target's landmarks
+    landmarks_reanimated: float = 1.0  # re-animated head (source identity, target expression/pose) vs target landmarks
     shape: float = 1e-3      # ||beta||^2 (mean over components)
     expr: float = 1e-3       # ||psi||^2
     pose: float = 1e-2       # jaw, eye rotations squared (radians)
     offset: float = 1e-2     # Gaussians' offsets from the surface (triangle sizes) squared
     scale: float = 1e-3      # Gaussians' log-scale change from rest, squared
     mask: float = 0.0        # coverage of the render vs the head mask (not in the paper)
-    shape_consistency: float = 0.0  # ||beta_s - beta_t||^2 (mean): the two frames of a pair are one person (not in the paper)
+    shape_consistency: float = 0.0  # ||beta_s - beta_t||^2 (mean): a pair's frames are one person (not in the paper)
     silhouette: float = 0.0  # projected mesh vs the head mask: inside it and reaching its outline (not in the paper)
 
-def regularisers(p: dict[str, Tensor], offset: Tensor | None = None, log_scale_delta: Tensor | None = None) -> dict[str, Tensor]:
+def regularisers(p: dict[str, Tensor], offset: Tensor | None = None,
+                 log_scale_delta: Tensor | None = None) -> dict[str, Tensor]:
     "Squared-magnitude priors on predicted parameters (and on the Gaussians' offsets and scale changes)."
     r = dict(reg_shape=(p["shape"] ** 2).mean(), reg_expr=(p["expr"] ** 2).mean(),
              reg_pose=sum((p[k] ** 2).sum(-1).mean() for k in ("jaw_pose", "left_eye_pose", "right_eye_pose")))

@@ -1,4 +1,5 @@
-"""An image encoder that predicts head-model parameters, a lighting code and identity features, and a Gaussian regressor that dresses the predicted mesh in 2D Gaussians.
+"""An image encoder that predicts head-model parameters, a lighting code and identity features, and a Gaussian
+regressor that dresses the predicted mesh in 2D Gaussians.
 
 Docs: https://headbook.github.io/headbook/sheap.model.html.md"""
 
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from ..geometry.rotations import rotation_6d_to_matrix, matrix_to_axis_angle, quaternion_to_matrix
 from ..geometry.cameras import project_points
-from ..geometry.mesh import barycentric_interpolate, sample_points, face_areas
+from ..geometry.mesh import barycentric_interpolate, sample_points, face_areas, mesh_edges
 from ..render.lighting import sh_shading
 from ..render.gaussians import rasterize_2dgs
 from ..render.rig import GaussianBinding, rig_gaussians, triangle_size
@@ -22,15 +23,15 @@ from ..render.rig import GaussianBinding, rig_gaussians, triangle_size
 # %% auto #0
 __all__ = ['POSE_KEYS', 'PARAM_KEYS', 'SEED_KEYS', 'SEED_FILES', 'SEED_URL', 'SHeaPModelConfig', 'sheap_camera', 'ViTEncoder',
            'CNNEncoder', 'PredictedGaussians', 'GaussianRegressor', 'SHeaP', 'reanimate', 'GaussianImage',
-           'render_gaussians', 'SeedSHeaP', 'load_sheap_model']
+           'render_gaussians', 'SeedSHeaP']
 
 # %% ../../nbs/40_sheap.model.ipynb #ecfa351a
 @dataclass
 class SHeaPModelConfig:
     "Sizes of the SHeaP networks."
     head_model: str = "synthhead"   # head-model name or FLAME .pkl path (`models.load_head_model`)
-    backbone: str = "vit"           # "vit" (the paper's kind) or "cnn" (a small conv net; learns faster on CPU-sized runs)
-    cnn_pool: int = 2               # cnn: the feature map is average-pooled to cnn_pool × cnn_pool cells before the query projections
+    backbone: str = "vit"           # "vit" (the paper's kind) or "cnn" (a small conv net; faster to learn on CPU)
+    cnn_pool: int = 2               # cnn: feature map average-pooled to cnn_pool × cnn_pool cells before the queries
     n_shape: int = 0                # identity components predicted (0: all the head model has)
     n_expr: int = 0                 # expression components predicted (0: all)
     image_size: int = 224           # network input side; inputs of any size are resized to it
@@ -106,7 +107,8 @@ class CNNEncoder(nn.Module):
     def __init__(self, image_size: int, patch: int, dim: int, depth: int, n_queries: int, pool: int = 2):
         super().__init__()
         n_down = int(round(math.log2(patch)))
-        if 2 ** n_down != patch or image_size % patch: raise ValueError(f"cnn backbone: patch must be a power of 2 dividing image_size, got {patch}, {image_size}")
+        if 2 ** n_down != patch or image_size % patch:
+            raise ValueError(f"cnn backbone: patch must be a power of 2 dividing image_size, got {patch}, {image_size}")
         layers, c = [], 3
         for i in range(n_down):
             co = max(16, dim // 2 ** (n_down - 1 - i))
@@ -127,12 +129,9 @@ class CNNEncoder(nn.Module):
 
 # %% ../../nbs/40_sheap.model.ipynb #bb202ba1
 def _edges(faces: Tensor, V: int) -> tuple[Tensor, Tensor, Tensor]:  # src [E], dst [E], weight [E]
-    "Directed edges of a triangle mesh with weights 1/degree(dst): a row-normalised adjacency as dense index tensors (DDP broadcasts no sparse buffers)."
-    f = faces.long()
-    e = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], 0)
-    e = torch.cat([e, e.flip(1)], 0).unique(dim=0)
-    deg = torch.bincount(e[:, 0], minlength=V).clamp_min(1).float()
-    return e[:, 1], e[:, 0], 1.0 / deg[e[:, 0]]
+    "The row-normalised adjacency (weights 1/degree(dst)) as dense index tensors: DDP broadcasts no sparse buffers."
+    e, deg = mesh_edges(faces, V)
+    return e[:, 1], e[:, 0], 1.0 / deg.clamp_min(1).float()[e[:, 0]]
 
 # %% ../../nbs/40_sheap.model.ipynb #67a52804
 @dataclass
@@ -154,13 +153,15 @@ class GaussianRegressor(nn.Module):
         _, face_idx, bary = sample_points(v_template[None], faces, N, generator=g)
         self.register_buffer("face_idx", face_idx.long())
         self.register_buffer("bary", bary.float())
-        s = (face_areas(v_template[None], faces)[0].sum() / N).sqrt() / triangle_size(v_template[None], faces)[0, face_idx]
+        area = face_areas(v_template[None], faces)[0].sum()
+        s = (area / N).sqrt() / triangle_size(v_template[None], faces)[0, face_idx]
         self.register_buffer("log_scale0", s.log().float())                 # [N] covers the surface at rest
         src, dst, w = _edges(faces, V)
         for n, t in (("edge_src", src), ("edge_dst", dst), ("edge_w", w)): self.register_buffer(n, t, persistent=False)
         self.vert_code = nn.Parameter(torch.randn(V, 16) * 0.1)
         self.inp = nn.Linear(in_dim + cfg.feat_dim + 16, H)
-        self.gcn = nn.ModuleList([nn.Sequential(nn.Linear(2 * H, H), nn.GELU(), nn.Linear(H, H)) for _ in range(cfg.gcn_layers)])
+        self.gcn = nn.ModuleList([nn.Sequential(nn.Linear(2 * H, H), nn.GELU(), nn.Linear(H, H))
+                                  for _ in range(cfg.gcn_layers)])
         self.gauss_code = nn.Parameter(torch.randn(N, H) * 0.1)
         self.out = nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Linear(H, 3 + 1 + 1 + 2 + 4))
         with torch.no_grad():
@@ -177,7 +178,8 @@ class GaussianRegressor(nn.Module):
         s = F.grid_sample(fmap, grid, align_corners=False, padding_mode="border")[..., 0].transpose(1, 2)   # [B, V, D]
         h = self.inp(torch.cat([s, feat[:, None].expand(-1, V, -1), self.vert_code[None].expand(B, -1, -1)], -1))
         for layer in self.gcn:
-            nb = torch.zeros_like(h).index_add_(1, self.edge_dst, h[:, self.edge_src] * self.edge_w[None, :, None])   # mean over neighbours
+            # mean over neighbours
+            nb = torch.zeros_like(h).index_add_(1, self.edge_dst, h[:, self.edge_src] * self.edge_w[None, :, None])
             h = h + layer(torch.cat([h, nb], -1))
         hg = barycentric_interpolate(h, faces, self.face_idx, self.bary) + self.gauss_code[None]   # [B, N, H]
         o = self.out(hg)
@@ -190,7 +192,7 @@ class GaussianRegressor(nn.Module):
 
 # %% ../../nbs/40_sheap.model.ipynb #f9ed9356
 class SHeaP(nn.Module):
-    "SHeaP: images -> head-model parameters (+ light, features); Gaussians for a source; renders of re-animated Gaussians."
+    "SHeaP: images -> head-model parameters (+ light, features); a source's Gaussians; renders of them re-animated."
     def __init__(self, cfg: SHeaPModelConfig | None = None, head=None):
         super().__init__()
         from headbook.models import load_head_model
@@ -199,10 +201,13 @@ class SHeaP(nn.Module):
         self.n_shape = cfg.n_shape or self.head.n_shape
         self.n_expr = cfg.n_expr or self.head.n_expr
         if self.n_shape > self.head.n_shape or self.n_expr > self.head.n_expr:
-            raise ValueError(f"n_shape/n_expr ({self.n_shape}/{self.n_expr}) exceed the head model's ({self.head.n_shape}/{self.head.n_expr})")
+            raise ValueError(f"n_shape/n_expr ({self.n_shape}/{self.n_expr}) exceed the head model's "
+                             f"({self.head.n_shape}/{self.head.n_expr})")
         D = cfg.dim
-        if cfg.backbone == "vit": self.encoder = ViTEncoder(cfg.image_size, cfg.patch, D, cfg.depth, cfg.heads, cfg.mlp_ratio, n_queries=6)
-        elif cfg.backbone == "cnn": self.encoder = CNNEncoder(cfg.image_size, cfg.patch, D, cfg.depth, n_queries=6, pool=cfg.cnn_pool)
+        if cfg.backbone == "vit":
+            self.encoder = ViTEncoder(cfg.image_size, cfg.patch, D, cfg.depth, cfg.heads, cfg.mlp_ratio, n_queries=6)
+        elif cfg.backbone == "cnn":
+            self.encoder = CNNEncoder(cfg.image_size, cfg.patch, D, cfg.depth, n_queries=6, pool=cfg.cnn_pool)
         else: raise ValueError(f"backbone must be 'vit' or 'cnn', got {cfg.backbone!r}")
         self.to_shape = nn.Linear(D, self.n_shape)
         self.to_expr = nn.Linear(D, self.n_expr)
@@ -214,7 +219,7 @@ class SHeaP(nn.Module):
             for lin in (self.to_shape, self.to_expr, self.to_pose, self.to_cam, self.to_light):
                 lin.weight.mul_(0.01); lin.bias.zero_()
             self.to_pose.bias.copy_(torch.tensor([1., 0, 0, 0, 1, 0]).repeat(len(POSE_KEYS)))   # identity rotations
-            self.to_light.bias.view(9, 3)[0] = 0.9                                               # ambient grey light, irradiance ~0.8
+            self.to_light.bias.view(9, 3)[0] = 0.9                          # ambient grey light, irradiance ~0.8
         self.gaussians = GaussianRegressor(self.head.faces, self.head.v_template, cfg, D)
         self.register_buffer("img_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
 
@@ -222,10 +227,12 @@ class SHeaP(nn.Module):
               ) -> dict[str, Tensor]:
         "Parameters, light [B,9,3], features [B,F] and the patch-feature map [B,D,h,w]."
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [N, 3, H, W] with values in [0, 1], got {list(getattr(images, 'shape', []))}")
+            raise ValueError(f"images must have shape [N, 3, H, W] with values in [0, 1], "
+                             f"got {list(getattr(images, 'shape', []))}")
         S = self.cfg.image_size
         x = images.to(self.img_mean)
-        if x.shape[-2:] != (S, S): x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+        if x.shape[-2:] != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
         q, fmap = self.encoder((x - self.img_mean) / 0.5)
         B = x.shape[0]
         R = rotation_6d_to_matrix(self.to_pose(q[:, 2]).view(B, len(POSE_KEYS), 6))
@@ -255,7 +262,7 @@ class SHeaP(nn.Module):
 
     def forward(self, images: Tensor,              # [N, 3, H, W] in [0, 1] (224×224 head crops like the seed's)
                 return_vertices: bool = True) -> dict[str, Tensor]:
-        "Inference: the parameters (see `PARAM_KEYS`), light, and — with the head model — vertices [N,V,3] and landmarks [N,68,3]."
+        "Inference: the parameters (`PARAM_KEYS`), light, and with a head model vertices [N,V,3], landmarks [N,68,3]."
         p = self.encode(images); p.pop("feature_map")
         if return_vertices:
             o = self.head_output(p); p["vertices"], p["landmarks"] = o.vertices, o.landmarks
@@ -285,9 +292,10 @@ def render_gaussians(model: SHeaP, G: PredictedGaussians, verts: Tensor,  # [B, 
         bind = GaussianBinding(face_idx=model.gaussians.face_idx, bary=model.gaussians.bary, offset=G.offset[b],
                                quats=G.quats[b], log_scales=G.log_scales[b])
         rg = rig_gaussians(verts[b:b + 1], faces, bind)
-        n = quaternion_to_matrix(rg.quats[0])[..., 2]                                      # [N, 3] surfel normals (world)
+        n = quaternion_to_matrix(rg.quats[0])[..., 2]                       # [N, 3] surfel normals (world)
         col = G.albedo[b] * sh_shading(n[None], light[b:b + 1])[0].clamp_min(0)
-        r = rasterize_2dgs(rg.means[0], rg.quats[0], rg.scales[0], G.opacity[b], col, vm, K, image_size, image_size, backend=backend)
+        r = rasterize_2dgs(rg.means[0], rg.quats[0], rg.scales[0], G.opacity[b], col, vm, K, image_size, image_size,
+                           backend=backend)
         imgs.append(r.colors[0].permute(2, 0, 1)); alphas.append(r.alphas[0].permute(2, 0, 1))
     return GaussianImage(image=torch.stack(imgs), alpha=torch.stack(alphas))
 
@@ -306,7 +314,8 @@ class SeedSHeaP(nn.Module):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must have shape [N, 3, 224, 224] with values in [0, 1], got {list(getattr(images, 'shape', []))}")
+            raise ValueError(f"images must have shape [N, 3, 224, 224] with values in [0, 1], "
+                             f"got {list(getattr(images, 'shape', []))}")
         raw = self.scripted(images)
         out = {new: raw[old] for old, new in SEED_KEYS.items() if old in raw}
         if self.head is not None:
@@ -315,41 +324,3 @@ class SeedSHeaP(nn.Module):
             if self.head.n_eyelids and "eyelids" in out: kw["eyelids"] = out["eyelids"]
             o = self.head(**kw); out["vertices"], out["landmarks"] = o.vertices, o.landmarks
         return out
-
-def load_sheap_model(checkpoint: str | Path,          # headbook checkpoint / run folder, "paper" | "expressive", or a seed .pt
-                     models_dir: str | Path = "models",  # where the seed's TorchScript files are looked for
-                     head_model=None,                 # head model (name, path or FLAME layer) for the seed's vertices
-                     device: str | torch.device = "cpu") -> nn.Module:
-    "A SHeaP predictor in eval mode: images [N,3,224,224] in [0,1] -> dict of FLAME parameters (+ vertices)."
-    from headbook.models import load_head_model
-    key = str(checkpoint)
-    if key in SEED_FILES:
-        p = Path(models_dir) / SEED_FILES[key]
-        if not p.exists():
-            raise FileNotFoundError(f"the seed's '{key}' model is not at {p}. Download {SEED_URL}{SEED_FILES[key]} "
-                                    f"(SHeaP's release, inference only) into {Path(models_dir)}/ or pass its path.")
-        key = str(p)
-    p = Path(key).expanduser()
-    if p.is_dir():
-        from headbook.train.loop import latest_checkpoint
-        ck = latest_checkpoint(p)
-        if ck is None: raise FileNotFoundError(f"no checkpoints/step_*.pt under the run folder {p}")
-        p = ck
-    if not p.exists(): raise FileNotFoundError(f"no SHeaP checkpoint at {p}")
-    import zipfile
-    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n for n in zipfile.ZipFile(p).namelist())
-    if is_script:
-        head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
-        return SeedSHeaP(torch.jit.load(str(p), map_location=device), head).to(device).eval()
-    blob = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or "model" not in blob:
-        raise ValueError(f"{p} is neither a headbook SHeaP checkpoint (dict with 'model') nor a TorchScript file")
-    from headbook.train.config import apply_overrides
-    mc = blob.get("extra", {}).get("config", {}).get("model", {})
-    cfg = apply_overrides(SHeaPModelConfig(), mc)
-    head = None if head_model is None else (load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model)
-    model = SHeaP(cfg, head=head)
-    sd = blob["model"]
-    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}    # saved from the training step module
-    model.load_state_dict(sd)
-    return model.to(device).eval()

@@ -1,4 +1,5 @@
-"""The self-supervised step — predict from a source frame, re-animate to the target, splat, compare — its config and presets, and the run that trains it on video frame folders, on one CPU or under torchrun.
+"""The self-supervised step — predict from a source frame, re-animate to the target, splat, compare — its config
+and presets, and the run that trains it on video frame folders, on one CPU or under torchrun.
 
 Docs: https://headbook.github.io/headbook/sheap.train.html.md"""
 
@@ -13,22 +14,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
-from .model import SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS
+from .model import (SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS,
+                                  SeedSHeaP, SEED_FILES, SEED_URL)
 from .losses import SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss, regularisers
-from ..train.config import make_config, config_to_dict, save_config
+from ..train.config import make_config, config_to_dict, save_config, apply_overrides
 from ..data.video import VideoFrames
+from ..data.scene import occlude
 from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, global_batch_indices, shard, train,
-                                 seed_everything, new_run_dir, barrier, TrainResult)
+                                 seed_everything, new_run_dir, barrier, TrainResult, latest_checkpoint)
 
 # %% auto #0
-__all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'occlude', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
-           'video_spec', 'save_sample', 'train_sheap', 'face_fraction', 'crop_square', 'predict_now']
+__all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
+           'video_spec', 'save_sample', 'train_sheap', 'load_sheap_model', 'face_fraction', 'predict_now']
 
 # %% ../../nbs/42_sheap.train.ipynb #2d93bf26
 @dataclass
 class SHeaPDataConfig:
     "Where the training videos come from."
-    root: str = ""                    # frame-folder root (data.video layout); "" = synthetic videos written into <run>/data
+    root: str = ""                    # frame-folder root (data.video layout); "": synthetic videos in <run>/data
     n_videos: int = 32                # synthetic videos to write when there is no root
     n_frames: int = 16                # frames per synthetic video
     image_size: int = 128             # side of the synthetic frames (pixels)
@@ -36,10 +39,10 @@ class SHeaPDataConfig:
     seed: int = 0                     # seed of the synthetic videos
     yaw: float = 0.5                  # head yaw amplitude of the synthetic videos (radians)
     expr_amp: float = 0.6             # expression amplitude of the synthetic videos
-    crop: bool = False                # synthetic frames are face-box crops framed as `predict_now` frames photos (else the fixed camera's view)
+    crop: bool = False                # frames are face-box crops as `predict_now` crops photos (else the camera's view)
     crop_jitter: float = 0.0          # with crop: jitter of the crop box (fraction of its side; a detector's noise)
-    focal_factor: float = 4.0         # focal / side of the synthetic render (shorter with crop, so the crop stays inside the render)
-    render_size: int = 0              # side of the synthetic render before cropping/resizing (0: 2 × image_size with crop, else image_size)
+    focal_factor: float = 4.0         # focal / side of the synthetic render (shorter with crop: the crop stays inside)
+    render_size: int = 0              # render side before cropping (0: 2 × image_size with crop, else image_size)
     noise: float = 0.0                # sensor-noise std added to the synthetic frames
 
 @dataclass
@@ -49,10 +52,10 @@ class SHeaPConfig:
     data: SHeaPDataConfig = field(default_factory=SHeaPDataConfig)
     loss: SHeaPLossWeights = field(default_factory=SHeaPLossWeights)
     steps: int = 1000                 # optimisation steps
-    landmark_only_steps: int = 0      # first N steps: landmarks + regularisers only, no splatting (a cheap coarse stage, as DECA's)
+    landmark_only_steps: int = 0      # first N steps: landmarks + regularisers, no splatting (coarse, as DECA's)
     photo_pairs: int = 0              # pairs per process that are splatted in a step (0: all); landmarks use every pair
-    share_identity: bool = False      # both frames of a pair use the mean of their two predicted identities (same person)
-    occlusion: float = 0.0            # probability that an encoder input gets a random occluder painted on (losses see the clean frame)
+    share_identity: bool = False      # both frames of a pair use the mean of their two predicted identities
+    occlusion: float = 0.0            # probability of an occluder on an encoder input (losses see the clean frame)
     batch_size: int = 8               # global batch (frame pairs), split over the processes
     lr: float = 3e-4                  # AdamW learning rate
     weight_decay: float = 1e-4        # AdamW weight decay
@@ -74,8 +77,8 @@ PRESETS = {
     "small": SHeaPConfig(
         model=SHeaPModelConfig(backbone="cnn", image_size=64, patch=8, dim=128, depth=2, heads=4, feat_dim=64,
                                n_gaussians=1500, gauss_hidden=32, gcn_layers=2, cnn_pool=4),
-        data=SHeaPDataConfig(n_videos=4000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0, crop=True, crop_jitter=0.02,
-                             focal_factor=2.5, noise=0.01),
+        data=SHeaPDataConfig(n_videos=4000, n_frames=2, image_size=64, yaw=0.7, expr_amp=1.0, crop=True,
+                             crop_jitter=0.02, focal_factor=2.5, noise=0.01),
         loss=SHeaPLossWeights(l1=0.25, ssim=0.05, mask=0.1, expr=1e-2, shape_consistency=1e-2),
         steps=2600, landmark_only_steps=2600, photo_pairs=2, batch_size=32, share_identity=True, occlusion=0.3, lr=1e-3,
         warmup=20, ckpt_every=100, sample_every=100, device="cpu"),
@@ -90,35 +93,14 @@ def sheap_config(preset: str = "smoke", overrides: dict | str | None = None) -> 
     "The preset with overrides (`train.config.make_config`)."
     return make_config(PRESETS, preset, overrides)
 
-# %% ../../nbs/42_sheap.train.ipynb #ec9f5057
-def occlude(images: Tensor,     # [B, 3, S, S] in [0, 1]
-            landmarks: Tensor,  # [B, 68, 2] pixels
-            prob: float,
-            generator: torch.Generator) -> Tensor:  # [B, 3, S, S] copies, some with an occluder
-    "Paint a random occluder over the face of each image with probability `prob` (deterministic given the generator)."
-    if images.dim() != 4 or landmarks.shape != (images.shape[0], 68, 2):
-        raise ValueError(f"images must be [B, 3, S, S] and landmarks [B, 68, 2], got {list(images.shape)} and {list(landmarks.shape)}")
-    B, _, H, W = images.shape
-    out = images.clone()
-    r = lambda *sh: torch.rand(*sh, generator=generator)
-    hit, kind, part, size, aspect, colour = r(B) < prob, r(B) < 0.5, (r(B) * 4).long(), 0.18 + 0.22 * r(B), 0.5 + r(B), r(B, 3)
-    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
-    groups = (slice(36, 42), slice(42, 48), slice(27, 36), slice(48, 68))        # right eye, left eye, nose, mouth
-    for b in torch.nonzero(hit).flatten().tolist():
-        c = landmarks[b, groups[int(part[b])]].mean(0).cpu()
-        a, h = size[b] * W / 2, size[b] * W / 2 * aspect[b]
-        dx, dy = (xx - c[0]) / a, (yy - c[1]) / h
-        m = (dx.abs() < 1) & (dy.abs() < 1) if kind[b] else dx ** 2 + dy ** 2 < 1
-        out[b, :, m.to(out.device)] = colour[b, :, None].to(out)
-    return out
-
 # %% ../../nbs/42_sheap.train.ipynb #daae4ad6
 def _split(p: dict, B: int) -> tuple[dict, dict]:
     return {k: v[:B] for k, v in p.items()}, {k: v[B:] for k, v in p.items()}
 
 def _resize(x: Tensor, S: int, mode="bilinear") -> Tensor:
     if x.shape[-1] == S: return x
-    return F.interpolate(x, size=(S, S), mode=mode, antialias=mode == "bilinear", align_corners=False if mode == "bilinear" else None)
+    bl = mode == "bilinear"
+    return F.interpolate(x, size=(S, S), mode=mode, antialias=bl, align_corners=False if bl else None)
 
 # %% ../../nbs/42_sheap.train.ipynb #67c33952
 @dataclass
@@ -140,7 +122,8 @@ class SHeaPStep(nn.Module):
         m, w = self.model, self.w
         S = m.cfg.image_size; Rs = m.cfg.render_size or S
         B = batch["src_image"].shape[0]
-        p = m.encode(torch.cat([batch.get("src_input", batch["src_image"]), batch.get("tgt_input", batch["tgt_image"])]))
+        inputs = [batch.get("src_input", batch["src_image"]), batch.get("tgt_input", batch["tgt_image"])]
+        p = m.encode(torch.cat(inputs))
         beta = p["shape"]                                                            # [2B, S] per-frame identities
         if self.share_identity:                                                      # one person per pair: one identity
             p = {**p, "shape": 0.5 * (beta[:B] + beta[B:]).repeat(2, 1)}
@@ -154,7 +137,7 @@ class SHeaPStep(nn.Module):
         # landmarks: the same identity has to explain both frames (cheap: no splatting)
         ore = m.head_output(reanimate(ps, pt))
         L["lmk_reanim"] = landmark_loss(m.project(ore.landmarks, S), batch["tgt_landmarks"] * (S / img_side), S)
-        if w.silhouette > 0:                                                        # the mesh's outline against the head masks (no splatting)
+        if w.silhouette > 0:                                  # the mesh's outline against the head masks (no splatting)
             masks = _resize(torch.cat([batch["src_mask"], batch["tgt_mask"]]), S)
             L["sil"] = silhouette_loss(m.project(o.vertices[:, ::4], S), masks)["sil"]
             L["sil_reanim"] = silhouette_loss(m.project(ore.vertices[:, ::4], S), masks[B:])["sil"]
@@ -169,13 +152,15 @@ class SHeaPStep(nn.Module):
             L.update(photometric_loss(gi.image, tgt_img, tgt_mask, w.l1, w.ssim))
             L["mask"] = mask_loss(gi.alpha, tgt_mask)
         else:                                                                       # coarse stage: no splatting
-            zero = 0.0 * (p["light"].sum() + G.albedo.sum() + G.opacity.sum())    # keeps every parameter in the graph (DDP)
+            zero = 0.0 * (p["light"].sum() + G.albedo.sum() + G.opacity.sum())  # all parameters stay in the graph (DDP)
             gi = GaussianImage(image=torch.zeros_like(tgt_img), alpha=torch.zeros_like(tgt_mask))
             L.update(l1=zero, ssim=zero, photo=zero, mask=zero)
-        L.update(regularisers({**p, "shape": beta}, G.offset, G.log_scales[..., :2] - m.gaussians.log_scale0[None, :, None]))
-        L["shape_consistency"] = (beta[:B] - beta[B:]).pow(2).mean()               # the two frames' own identities agree
-        L["loss"] = (L["photo"] + w.landmarks * L["lmk"] + w.landmarks_reanimated * L["lmk_reanim"] + w.shape * L["reg_shape"] + w.expr * L["reg_expr"]
-                     + w.pose * L["reg_pose"] + w.offset * L["reg_offset"] + w.scale * L["reg_scale"] + w.mask * L["mask"]
+        L.update(regularisers({**p, "shape": beta}, G.offset,
+                              G.log_scales[..., :2] - m.gaussians.log_scale0[None, :, None]))
+        L["shape_consistency"] = (beta[:B] - beta[B:]).pow(2).mean()        # the two frames' own identities agree
+        L["loss"] = (L["photo"] + w.landmarks * L["lmk"] + w.landmarks_reanimated * L["lmk_reanim"]
+                     + w.shape * L["reg_shape"] + w.expr * L["reg_expr"] + w.pose * L["reg_pose"]
+                     + w.offset * L["reg_offset"] + w.scale * L["reg_scale"] + w.mask * L["mask"]
                      + w.shape_consistency * L["shape_consistency"] + w.silhouette * (L["sil"] + L["sil_reanim"]))
         return SHeaPStepOutput(L, gi.image, gi.alpha, ps, pt)
 
@@ -203,7 +188,7 @@ def video_spec(cfg: SHeaPConfig, **overrides):
     d = cfg.data
     kw = dict(n_frames=d.n_frames, image_size=d.image_size, yaw=d.yaw, expr_amp=d.expr_amp, focal_factor=d.focal_factor,
               render_size=d.render_size, noise=d.noise, crop_jitter=d.crop_jitter)
-    if d.crop:                                                 # the mean head's box fills the crop as it fills SHeaP's frame
+    if d.crop:                                       # the mean head's box fills the crop as it fills SHeaP's frame
         from headbook.models import load_head_model
         kw["crop_face"] = face_fraction(load_head_model(cfg.model.head_model), cfg.model)
     kw.update(overrides)
@@ -229,7 +214,7 @@ def save_sample(out: SHeaPStepOutput, batch: dict, path: str | Path, n: int = 4)
 
 def train_sheap(cfg: SHeaPConfig,
                 run_dir: str | Path | None = None,  # None: a new runs/train_sheap/<timestamp>/ (single process only)
-                data_root: str | Path | None = None,  # frame folders or where to write synthetic ones (default <run>/data)
+                data_root: str | Path | None = None,  # frame folders, or where to write synthetic ones (<run>/data)
                 runs_dir: str | Path = "runs",
                 resume: bool = True,
                 stop_after: int | None = None,
@@ -260,7 +245,8 @@ def train_sheap(cfg: SHeaPConfig,
         b = frames.pair_batch(idx, salt=step, seed=cfg.seed)
         if cfg.occlusion > 0:                                      # seeded by step and rank: resumes reproduce it
             g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 101 + info.rank)
-            for pre in ("src", "tgt"): b[f"{pre}_input"] = occlude(b[f"{pre}_image"], b[f"{pre}_landmarks"], cfg.occlusion, g)
+            for pre in ("src", "tgt"):
+                b[f"{pre}_input"] = occlude(b[f"{pre}_image"], b[f"{pre}_landmarks"], cfg.occlusion, g)
         return {k: v.to(info.device) for k, v in b.items()}
     def step_fn(step):
         b = batch_at(step)
@@ -275,9 +261,47 @@ def train_sheap(cfg: SHeaPConfig,
                 extra={"config": config_to_dict(cfg)}, progress=progress, desc="SHeaP")
     return res
 
+# %% ../../nbs/42_sheap.train.ipynb #caaed7f0
+def load_sheap_model(checkpoint: str | Path,          # checkpoint / run folder, "paper" | "expressive", or a seed .pt
+                     models_dir: str | Path = "models",  # where the seed's TorchScript files are looked for
+                     head_model=None,                 # head model (name, path or FLAME layer) for the seed's vertices
+                     device: str | torch.device = "cpu") -> nn.Module:
+    "A SHeaP predictor in eval mode: images [N,3,224,224] in [0,1] -> dict of FLAME parameters (+ vertices)."
+    from headbook.models import load_head_model
+    key = str(checkpoint)
+    if key in SEED_FILES:
+        p = Path(models_dir) / SEED_FILES[key]
+        if not p.exists():
+            raise FileNotFoundError(f"the seed's '{key}' model is not at {p}. Download {SEED_URL}{SEED_FILES[key]} "
+                                    f"(SHeaP's release, inference only) into {Path(models_dir)}/ or pass its path.")
+        key = str(p)
+    p = Path(key).expanduser()
+    if p.is_dir():
+        ck = latest_checkpoint(p)
+        if ck is None: raise FileNotFoundError(f"no checkpoints/step_*.pt under the run folder {p}")
+        p = ck
+    if not p.exists(): raise FileNotFoundError(f"no SHeaP checkpoint at {p}")
+    import zipfile
+    is_script = zipfile.is_zipfile(p) and any(n.endswith("constants.pkl") or "/code/" in n
+                                              for n in zipfile.ZipFile(p).namelist())
+    if is_script:
+        head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
+        return SeedSHeaP(torch.jit.load(str(p), map_location=device), head).to(device).eval()
+    blob = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or "model" not in blob:
+        raise ValueError(f"{p} is neither a headbook SHeaP checkpoint (dict with 'model') nor a TorchScript file")
+    mc = blob.get("extra", {}).get("config", {}).get("model", {})
+    cfg = apply_overrides(SHeaPModelConfig(), mc)
+    head = load_head_model(head_model) if isinstance(head_model, (str, Path)) else head_model
+    model = SHeaP(cfg, head=head)
+    sd = blob["model"]
+    if all(k.startswith("model.") for k in sd): sd = {k[6:]: v for k, v in sd.items()}  # saved from the step module
+    model.load_state_dict(sd)
+    return model.to(device).eval()
+
 # %% ../../nbs/42_sheap.train.ipynb #9381e1b2
 def face_fraction(head, cfg: SHeaPModelConfig) -> float:
-    "Longer side of the mean head's 68-landmark box seen by SHeaP's camera (neutral, facing it), as a fraction of the frame side."
+    "Longer side of the mean head's 68-landmark box in SHeaP's camera (neutral, facing it), as a fraction of the frame."
     from headbook.sheap.model import sheap_camera
     from headbook.geometry.cameras import project_points
     with torch.no_grad():
@@ -285,49 +309,18 @@ def face_fraction(head, cfg: SHeaPModelConfig) -> float:
         l = project_points(lm, *sheap_camera(1000, cfg, 1, lm.device))[0][0]
     return float((l.max(0).values - l.min(0).values).max()) / 1000
 
-def _now_box(item, img: np.ndarray) -> tuple[float, float, float]:  # centre x, centre y, side (pixels)
-    det = None
-    if item.crop_path is not None and Path(item.crop_path).exists():
-        d = np.load(item.crop_path, allow_pickle=True, encoding="latin1")
-        d = d.item() if d.dtype == object else d
-        if isinstance(d, dict): det = (d["left"], d["top"], d["right"], d["bottom"])
-    shrink = 1.1 if det is not None else 1.0        # NoW-style boxes are ~10% wider than the landmarks' box
-    if det is None:
-        from headbook.landmarks.detect import detect_landmarks68
-        l = detect_landmarks68(img)[:, :2]; det = (*l.min(0), *l.max(0))
-    x0, y0, x1, y1 = map(float, det)
-    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) / shrink
-
-def crop_square(img: np.ndarray, cx: float, cy: float, side: float, out: int) -> Tensor:  # [3, out, out] in [0, 1]
-    "A square crop (zero padding outside the image) resized to out×out."
-    t = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float()[None] / 255
-    H, W = img.shape[:2]
-    xs = (cx + (torch.arange(out) + 0.5 - out / 2) * side / out) / W * 2 - 1
-    ys = (cy + (torch.arange(out) + 0.5 - out / 2) * side / out) / H * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None].float()
-    return F.grid_sample(t, grid, align_corners=False, mode="bilinear")[0]
-
 def predict_now(model, dataset_root: str | Path, pred_dir: str | Path, split: str = "validation",
                 input_size: int = 224, progress: bool = True) -> int:
-    "Write neutral-expression meshes + 7 landmarks for every image of a NoW split; returns the number written."
-    from tqdm.auto import tqdm
-    from headbook.eval.now import read_now_split, write_prediction
-    from headbook.landmarks.detect import load_image
+    "Write SHeaP's neutral meshes + 7 landmarks for every image of a NoW split; returns the number written."
+    from headbook.data.now import predict_now_split
     from headbook.landmarks.conventions import to_now7
     base = model if isinstance(model, SHeaP) else None
     frac = face_fraction(base.head, base.cfg) if base is not None else 0.55
     head = base.head if base is not None else model.head
-    dev = next(head.buffers()).device
-    n = 0
-    for it in tqdm(read_now_split(dataset_root, split), desc="NoW predict", disable=not progress):
-        img = load_image(str(it.image_path))
-        cx, cy, side = _now_box(it, img)
-        x = crop_square(img, cx, cy, side / frac, input_size)[None].to(dev)
+    dev, faces = next(head.buffers()).device, head.faces.cpu().numpy()
+    def predict(x):  # [1, 3, S, S] crop -> vertices [V, 3], faces [F, 3], NoW landmarks [7, 3]
         with torch.no_grad():
-            p = model(x) if base is None else base(x, return_vertices=False)
-            kw = dict(shape=p["shape"][:, :head.n_shape])
-            o = head(**kw)
-        lmk7 = to_now7(o.landmarks[0]).cpu().numpy()
-        write_prediction(pred_dir, it.line, o.vertices[0].cpu().numpy(), head.faces.cpu().numpy(), lmk7)
-        n += 1
-    return n
+            p = model(x.to(dev)) if base is None else base(x.to(dev), return_vertices=False)
+            o = head(shape=p["shape"][:, :head.n_shape])
+        return o.vertices[0].cpu().numpy(), faces, to_now7(o.landmarks[0]).cpu().numpy()
+    return predict_now_split(predict, dataset_root, pred_dir, split, input_size, frac, progress)
