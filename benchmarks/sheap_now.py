@@ -94,7 +94,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import numpy as np, torch
     from headbook.data.now import mean_head_predictions
-    from headbook.eval.now import evaluate_now, plot_now_curves
+    from headbook.data.now import evaluate_now
+    from headbook.eval.now import plot_now_curves
     tmp = Path(tempfile.mkdtemp(prefix="sheap_now_"))
     root = prepare_now(Path(a.now_root) if a.now_root else tmp / "now", a.subjects, a.seed)
     n = mean_head_predictions(root, tmp / "pred_mean")

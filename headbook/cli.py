@@ -16,7 +16,8 @@ __all__ = ['demo', 'assets', 'run_experiment', 'landmarks', 'build_parser', 'mai
 
 # %% ../nbs/99_cli.ipynb #d9a93009
 def demo(out: str | Path = "out", model: str = "synthhead", seed: int = 0) -> dict:
-    "Sample a random head (identity, expression, jaw) from `model` and write mesh.obj, render.png and viewer.html into `out`."
+    """Sample a random head (identity, expression, jaw) from `model` and write mesh.obj, render.png and viewer.html
+    into `out`."""
     from headbook.models import load_head_model
     from headbook.geometry.mesh import save_mesh
     from headbook.viz import mesh_image, k3d_html
@@ -24,15 +25,18 @@ def demo(out: str | Path = "out", model: str = "synthhead", seed: int = 0) -> di
     m = load_head_model(model)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        res = m(shape=torch.randn(1, m.n_shape, generator=g) * 0.8, expression=torch.randn(1, min(m.n_expr, 10), generator=g) * 0.5,
+        res = m(shape=torch.randn(1, m.n_shape, generator=g) * 0.8,
+                expression=torch.randn(1, min(m.n_expr, 10), generator=g) * 0.5,
                 jaw_pose=torch.tensor([[0.15, 0.0, 0.0]]), global_pose=torch.tensor([[0.0, 0.3, 0.0]]))
     v, f = res.vertices[0], m.faces
     colors = m.albedo_mean if m.albedo_mean is not None else None
     paths = {"mesh": save_mesh(out / "mesh.obj", v, f, colors=colors)}
     import matplotlib.image as mpimg
-    views = [mesh_image(v, f, colors=colors, yaw=a, size=320, landmarks=res.landmarks[0] if a == 0 else None) for a in (0, -40, 90)]
+    views = [mesh_image(v, f, colors=colors, yaw=a, size=320, landmarks=res.landmarks[0] if a == 0 else None)
+             for a in (0, -40, 90)]
     mpimg.imsave(out / "render.png", np.concatenate(views, 1)); paths["render"] = out / "render.png"
-    (out / "viewer.html").write_text(k3d_html(v, f, colors=colors, points=res.landmarks[0])); paths["viewer"] = out / "viewer.html"
+    (out / "viewer.html").write_text(k3d_html(v, f, colors=colors, points=res.landmarks[0]))
+    paths["viewer"] = out / "viewer.html"
     return {k: str(p) for k, p in paths.items()}
 
 def assets() -> list[dict]:
@@ -55,7 +59,8 @@ def _repo_root() -> Path:
     return Path(headbook.__file__).resolve().parent.parent
 
 # %% ../nbs/99_cli.ipynb #35e9a494
-def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path = "runs", nbs_dir: str | Path | None = None) -> Path:
+def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path = "runs",
+                   nbs_dir: str | Path | None = None) -> Path:
     "Execute nbs/experiments/NAME.ipynb with papermill; the executed notebook is kept in runs/NAME/<timestamp>/."
     import papermill as pm
     nbs = Path(nbs_dir) if nbs_dir else _repo_root() / "nbs" / "experiments"
@@ -66,12 +71,14 @@ def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path =
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     run_dir = Path(runs_dir) / name / stamp; run_dir.mkdir(parents=True, exist_ok=True)
     params = dict(params or {}); params.setdefault("run_dir", str(run_dir))
-    pm.execute_notebook(str(src), str(run_dir / f"{name}.ipynb"), parameters=params, cwd=str(run_dir), progress_bar=True)
+    pm.execute_notebook(str(src), str(run_dir / f"{name}.ipynb"), parameters=params, cwd=str(run_dir),
+                        progress_bar=True)
     return run_dir
 
 # %% ../nbs/99_cli.ipynb #d3eaba2f
 def landmarks(photos: list, out: str | Path = "out/landmarks") -> list[dict]:
-    "Detect landmarks on each photo; write <stem>_478.npy, _68.npy, _now7.npy and an overlay PNG. Bad photos are reported, not fatal."
+    """Detect landmarks on each photo; write <stem>_478.npy, _68.npy, _now7.npy and an overlay PNG. Bad photos are
+    reported, not fatal."""
     from headbook.landmarks import detect_batch, load_image
     import matplotlib; from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -80,11 +87,13 @@ def landmarks(photos: list, out: str | Path = "out/landmarks") -> list[dict]:
     for item in detect_batch([str(p) for p in photos]):
         if not item.ok: rows.append(dict(photo=item.name, ok=False, error=str(item.error))); continue
         stem = Path(item.name).stem; r = item.result
-        for tag, arr in (("478", r.points), ("68", r.ibug68), ("now7", r.now7)): np.save(out / f"{stem}_{tag}.npy", np.asarray(arr))
+        for tag, arr in (("478", r.points), ("68", r.ibug68), ("now7", r.now7)):
+            np.save(out / f"{stem}_{tag}.npy", np.asarray(arr))
         img = load_image(item.name)
         fig = Figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100); FigureCanvasAgg(fig)
         ax = fig.add_axes([0, 0, 1, 1]); ax.imshow(img); ax.axis("off")
-        ax.scatter(*np.asarray(r.ibug68)[:, :2].T, s=8, c="lime"); ax.scatter(*np.asarray(r.now7)[:, :2].T, s=20, c="red")
+        ax.scatter(*np.asarray(r.ibug68)[:, :2].T, s=8, c="lime")
+        ax.scatter(*np.asarray(r.now7)[:, :2].T, s=20, c="red")
         fig.savefig(out / f"{stem}_overlay.png")
         rows.append(dict(photo=item.name, ok=True, overlay=str(out / f"{stem}_overlay.png")))
     return rows
@@ -94,23 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="headbook", description="3D head reconstruction: the headbook command line.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="write a random built-in head as OBJ, PNG and a k3d viewer",
-                       description="Sample a random head from the built-in model and write mesh.obj, render.png, viewer.html.")
+                       description="Sample a random head from the built-in model and write mesh.obj, render.png, "
+                                   "viewer.html.")
     d.add_argument("--out", default="out", help="output folder (default: out)")
     d.add_argument("--model", default="synthhead", help="synthhead, ict, or a FLAME .pkl path")
     d.add_argument("--seed", type=int, default=0)
     sub.add_parser("assets", help="list model files found and where to get missing ones",
-                   description="List the model files headbook can use, where it found them (sha256), and where to get missing ones.")
+                   description="List the model files headbook can use, where it found them (sha256), "
+                               "and where to get missing ones.")
     r = sub.add_parser("run", help="run an experiment notebook through papermill",
-                       description="Run nbs/experiments/NAME.ipynb through papermill; the executed notebook is kept in runs/NAME/<timestamp>/.")
+                       description="Run nbs/experiments/NAME.ipynb through papermill; the executed notebook is kept "
+                                   "in runs/NAME/<timestamp>/.")
     r.add_argument("name", help="experiment notebook name without .ipynb")
     r.add_argument("-p", "--param", nargs="+", action="append", metavar="KEY=VALUE", default=[],
                    help="papermill parameter (repeatable): -p preset=small  or  -p preset small")
     r.add_argument("--runs-dir", default="runs")
     e = sub.add_parser("eval", help="evaluations (NoW)", description="Evaluate predictions with the field's protocols.")
     esub = e.add_subparsers(dest="eval_cmd", required=True)
-    n = esub.add_parser("now", help="the NoW benchmark protocol", description="Scan-to-mesh error on a NoW-layout dataset "
-                        "(crop, 7-landmark Procrustes, refinement, distances); writes the original's result files, a JSON summary and the curve.")
-    n.add_argument("--dataset", required=True, help="NoW dataset root (imagepathsvalidation.txt, scans/, scans_lmks_onlypp/)")
+    n = esub.add_parser("now", help="the NoW benchmark protocol",
+                        description="Scan-to-mesh error on a NoW-layout dataset (crop, 7-landmark Procrustes, "
+                                    "refinement, distances); writes the original's result files, a JSON summary "
+                                    "and the curve.")
+    n.add_argument("--dataset", required=True,
+                   help="NoW dataset root (imagepathsvalidation.txt, scans/, scans_lmks_onlypp/)")
     n.add_argument("--pred", required=True, help="predictions folder: <subj>/<challenge>/<img>.obj + <img>.npy (7x3)")
     n.add_argument("--split", default="validation", choices=["validation", "test"])
     n.add_argument("--metrical", action="store_true", help="metrical variant: the prediction's unit fixes the scale")
@@ -118,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--method", default="headbook", help="method name used in the result file names")
     n.add_argument("--out", default=None, help="results folder (default: <pred>/results)")
     b = esub.add_parser("now-baseline", help="mean-head / oracle predictions for a (synthetic) NoW set",
-                        description="Write predictions in NoW's layout: the head model's mean head for every image (mean), "
-                                    "or the synthetic set's true neutral meshes (oracle).")
+                        description="Write predictions in NoW's layout: the head model's mean head for every "
+                                    "image (mean), or the synthetic set's true neutral meshes (oracle).")
     b.add_argument("dataset"); b.add_argument("pred")
     b.add_argument("--kind", choices=["mean", "oracle"], default="mean")
     b.add_argument("--model", default="synthhead", help="head model of the mean head")
@@ -127,16 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("data", help="synthetic datasets", description="Write synthetic datasets in the real layouts.")
     dsub = ds.add_subparsers(dest="data_cmd", required=True)
     dn = dsub.add_parser("now-synthetic", help="a small dataset in NoW's layout from the book's head models",
-                         description="Render photos and write scans, .pp landmarks and image lists in NoW's exact layout.")
-    dn.add_argument("root"); dn.add_argument("--subjects", type=int, default=4); dn.add_argument("--images", type=int, default=2,
-                    help="images per challenge"); dn.add_argument("--size", type=int, default=224); dn.add_argument("--seed", type=int, default=0)
+                         description="Render photos and write scans, .pp landmarks and image lists in NoW's "
+                                     "exact layout.")
+    dn.add_argument("root")
+    dn.add_argument("--subjects", type=int, default=4)
+    dn.add_argument("--images", type=int, default=2, help="images per challenge")
+    dn.add_argument("--size", type=int, default=224)
+    dn.add_argument("--seed", type=int, default=0)
     rc = sub.add_parser("reconstruct", help="fit the head model to photos (the main job)",
-                        description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, overlay.png, "
-                                    "viewer.html and fit.json into OUT/<photo name>/ for each photo.")
+                        description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, "
+                                    "overlay.png, viewer.html and fit.json into OUT/<photo name>/ for each photo.")
     rc.add_argument("photos", nargs="+", help="image files (jpg, png, ...)")
     rc.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
     rc.add_argument("--out", default="out", help="output folder (default: out)")
-    rc.add_argument("--preset", default="default", help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
+    rc.add_argument("--preset", default="default",
+                    help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
     rc.add_argument("--device", default="cpu")
     l = sub.add_parser("landmarks", help="offline 68-point landmarks of photos (MediaPipe)",
@@ -155,7 +175,8 @@ def main(argv=None) -> int:
             for row in assets():
                 state = row["path"] or "MISSING"
                 print(f"{row['key']:18s} {state}")
-                print(f"{'':18s} {row['what']}" + (f"; sha256 {row['sha256'][:16]}… {row['note']}" if row["sha256"] else ""))
+                sha = f"; sha256 {row['sha256'][:16]}… {row['note']}" if row["sha256"] else ""
+                print(f"{'':18s} {row['what']}" + sha)
                 if not row["path"]: print(f"{'':18s} get it: {row['get']}")
         elif a.cmd == "run":
             params = {}
@@ -166,8 +187,9 @@ def main(argv=None) -> int:
                 params[k] = _parse_value(v)
             print("run written to", run_experiment(a.name, params, a.runs_dir))
         elif a.cmd == "eval" and a.eval_cmd == "now":
-            from headbook.eval.now import evaluate_now
-            res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit, method_name=a.method, out_dir=a.out)
+            from headbook.data.now import evaluate_now
+            res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit,
+                               method_name=a.method, out_dir=a.out)
             print(res.table())
             for k, v in res.files.items(): print(f"  {k}: {v}")
         elif a.cmd == "eval" and a.eval_cmd == "now-baseline":
@@ -177,14 +199,16 @@ def main(argv=None) -> int:
             print(f"wrote {n} {a.kind} predictions into {a.pred}")
         elif a.cmd == "data" and a.data_cmd == "now-synthetic":
             from headbook.data.now import write_synthetic_now
-            s = write_synthetic_now(a.root, n_subjects=a.subjects, images_per_challenge=a.images, image_size=a.size, seed=a.seed)
+            s = write_synthetic_now(a.root, n_subjects=a.subjects, images_per_challenge=a.images, image_size=a.size,
+                                    seed=a.seed)
             print(f"synthetic NoW written to {a.root}"); print(s)
         elif a.cmd == "reconstruct":
             from headbook.fit.reconstruct import reconstruct
             res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
                               same_person=a.same_person)
             for r in res:
-                print(f"{r.photo}: " + (f"{r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)" if r.ok else f"error: {r.error}"))
+                if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
+                else: print(f"{r.photo}: error: {r.error}")
             if not all(r.ok for r in res): return 1
         elif a.cmd == "landmarks":
             rows = landmarks(a.photos, a.out)

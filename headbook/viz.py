@@ -30,7 +30,8 @@ def mesh_image(verts,   # [V, 3] metres
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import PolyCollection
     v, f = _np(verts).astype(np.float64), _np(faces).astype(np.int64)
-    cy, sy, cp, sp = np.cos(np.radians(yaw)), np.sin(np.radians(yaw)), np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
+    cy, sy = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+    cp, sp = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]); Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     c = v.mean(0); vr = (v - c) @ (Rx @ Ry).T
     tri = vr[f]
@@ -42,7 +43,8 @@ def mesh_image(verts,   # [V, 3] metres
     order = order[front[order]]
     fig = Figure(figsize=(size / 100, size / 100), dpi=100); FigureCanvasAgg(fig)
     ax = fig.add_axes([0, 0, 1, 1]); ax.set_facecolor("white")
-    ax.add_collection(PolyCollection(tri[order][:, :, :2], facecolors=shade[order], edgecolors="none", antialiased=False))
+    polys = PolyCollection(tri[order][:, :, :2], facecolors=shade[order], edgecolors="none", antialiased=False)
+    ax.add_collection(polys)
     if landmarks is not None:
         lr = (_np(landmarks) - c) @ (Rx @ Ry).T
         ax.scatter(lr[:, 0], lr[:, 1], s=6, c="red", zorder=3)

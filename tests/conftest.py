@@ -12,7 +12,8 @@ SHARED = REPO.parent / "shared"
 def random_head_data(V_sub=2, S=12, E=6, seed=0, eyelids=True):
     "A small random FLAME-layout model on an icosphere (for tests that need any head model)."
     import trimesh
-    from headbook.models.flame import HeadModelData, dynamic_contour_embedding, closest_point_embedding
+    from headbook.models.flame import HeadModelData
+    from headbook.models.embeddings import dynamic_contour_embedding, closest_point_embedding
     rng = np.random.default_rng(seed)
     ico = trimesh.creation.icosphere(subdivisions=V_sub, radius=0.08)
     v = np.asarray(ico.vertices, np.float32); f = np.asarray(ico.faces, np.int64); V = len(v)

@@ -55,7 +55,7 @@ def test_landmarks_cli_good_and_bad_photo(tmp_path, capsys):
 def test_eval_now_cli_on_a_tiny_dataset(tmp_path, capsys):
     "A NoW-layout folder with one subject whose prediction equals its scan: the CLI prints ~0 mm."
     import numpy as np, trimesh
-    from headbook.eval.now import write_pp, write_prediction
+    from headbook.data.now import write_pp, write_prediction
     root, pred = tmp_path / "now", tmp_path / "pred"
     scan = trimesh.creation.icosphere(subdivisions=4, radius=0.08)
     v = np.asarray(scan.vertices) * [1.0, 1.2, 0.9]

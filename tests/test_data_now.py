@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np, pytest
 import headbook.data.now as dnow
 from headbook.data.now import write_synthetic_now, mean_head_predictions, oracle_predictions, paint_occluder
-from headbook.eval.now import NOW_CHALLENGES, evaluate_now, read_now_split, read_pp, read_mesh, write_pp
+from headbook.eval.now import NOW_CHALLENGES
+from headbook.data.now import evaluate_now, read_now_split, read_pp, read_mesh, write_pp
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import numpy as np, pytest, trimesh
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 from headbook.eval.distance import closest_points_brute_force
-from headbook.eval.now import (Similarity, crop_face, evaluate_now, now_scan_to_mesh, procrustes, read_landmarks,
-                               read_mesh, read_pp, refine_alignment, remove_degenerate_faces, write_pp,
-                               write_prediction)
+from headbook.eval.now import (Similarity, crop_face, now_scan_to_mesh, procrustes, refine_alignment,
+                               remove_degenerate_faces)
+from headbook.data.now import evaluate_now, read_landmarks, read_mesh, read_pp, write_pp, write_prediction
 
 
 def lmks(r):

@@ -2,7 +2,8 @@ import os, pickle, sys, types
 import numpy as np
 import pytest
 import torch
-from headbook.models.flame import FLAME, HeadModelData, load_head_model
+from headbook.models.flame import FLAME, HeadModelData
+from headbook.models.registry import load_head_model
 from headbook.models.assets import (read_flame_pkl, write_flame_pkl, safe_load_pickle, safe_load_npy, UnsafePickleError,
                                     read_landmark_embedding)
 from conftest import random_head_data, need_shared, SHARED
@@ -53,6 +54,39 @@ def test_equals_smplx_flame(tmp_path, source, B):
     assert (out.joints - ref.joints[:, :5]).abs().max() < 1e-6
 
 
+@pytest.mark.parametrize("source", ["random", "synthhead", "ict"])
+def test_layer_matches_lbs_reference(source):
+    """The layer's fast path (one stacked blend matrix, joints regressed from precomputed J·dirs) against the plain
+    `models.lbs.lbs` reference twin, with every input the model takes (eyelids too), and the landmarks against
+    `geometry.mesh.barycentric_interpolate` on the posed vertices."""
+    from headbook.models.lbs import lbs
+    from headbook.models.lbs import dynamic_contour_bin
+    from headbook.geometry.mesh import barycentric_interpolate
+    data = _source(source)
+    m = FLAME(data)
+    g = torch.Generator().manual_seed(11)
+    B, S, E = 4, m.n_shape, m.n_expr
+    p = _rand_params(B, S, E, g)
+    if m.n_eyelids: p["eyelids"] = torch.rand(B, 2, generator=g)
+    out = m(**p)
+    V = data.n_verts
+    dirs = [data.shapedirs, data.exprdirs] + ([data.eyelid_dirs] if m.n_eyelids else [])
+    dirs = torch.as_tensor(np.concatenate([np.asarray(d, np.float32) for d in dirs], 2))
+    coeffs = torch.cat([p["shape"], p["expression"]] + ([p["eyelids"]] if m.n_eyelids else []), 1)
+    pose = torch.stack([p[k] for k in ("global_pose", "neck_pose", "jaw_pose", "left_eye_pose", "right_eye_pose")], 1)
+    posedirs = torch.as_tensor(np.asarray(data.posedirs, np.float32).reshape(V * 3, 36).T.copy())
+    v, j, rot = lbs(coeffs, pose, m.v_template, dirs, posedirs, m.J_regressor, m.parents, m.weights)
+    tr = p["translation"][:, None]
+    scale = float(out.vertices.abs().max())
+    assert (out.vertices - (v + tr)).abs().max() < 1e-6 * max(scale, 1.0)
+    assert (out.joints - (j + tr)).abs().max() < 1e-6 * max(scale, 1.0)
+    assert torch.equal(out.rot_mats, rot)
+    b = dynamic_contour_bin(rot)
+    lmk = torch.cat([barycentric_interpolate(out.vertices, m.faces, m.dynamic_lmk_faces_idx[b], m.dynamic_lmk_bary[b]),
+                     barycentric_interpolate(out.vertices, m.faces, m.static_lmk_faces_idx, m.static_lmk_bary)], 1)
+    assert torch.equal(out.landmarks, lmk)
+
+
 def test_dynamic_contour_matches_smplx_when_neck_is_still(tmp_path):
     "smplx 0.1.28 reads the yaw from the global rotation only (NECK_IDX=0); DECA and headbook use global∘neck. With a zero neck they agree."
     data = random_head_data(); data.eyelid_dirs = None
@@ -84,7 +118,7 @@ def test_pkl_roundtrip_and_embedding_files(tmp_path, random_data):
 
 
 def test_load_head_model_from_path(tmp_path, random_data):
-    FLAME(random_data).save_flame_pkl(tmp_path / "generic_model.pkl")
+    write_flame_pkl(random_data, tmp_path / "generic_model.pkl")
     m = load_head_model(tmp_path / "generic_model.pkl")
     assert m(shape=torch.zeros(2, 5)).vertices.shape == (2, random_data.n_verts, 3)
     with pytest.raises(ValueError, match="unknown head model"):

@@ -1,5 +1,4 @@
-"""Writes a small dataset in the exact layout of the NoW benchmark from the book's own head models — photos,
-scans, scan landmarks, face boxes — so every method can be evaluated end to end on a fresh machine.
+"""The NoW benchmark's file layout: its readers, and a writer of a small synthetic NoW set.
 
 Docs: https://headbook.github.io/headbook/data.now.html.md"""
 
@@ -8,6 +7,7 @@ Docs: https://headbook.github.io/headbook/data.now.html.md"""
 # %% ../../nbs/84_data.now.ipynb #8004ea4f
 from __future__ import annotations
 import json
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -17,11 +17,205 @@ from ..geometry.rotations import axis_angle_to_matrix
 from ..geometry.cameras import look_at, intrinsics, project_points
 from ..render.mesh import render_mesh
 from ..render.lighting import directional_sh
-from ..eval.now import (NOW_CHALLENGES, NOW_FROM_IBUG68, read_now_split, write_pp, write_prediction)
+from ..eval.now import (NOW_CHALLENGES, NOW_FROM_IBUG68, NowResult, _check_lmks, crop_face, now_result,
+                               now_scan_to_mesh, plot_now_curves, remove_degenerate_faces)
 
 # %% auto #0
-__all__ = ['skin_faces', 'densify_scan', 'SyntheticNowSummary', 'write_synthetic_now', 'mean_head_predictions',
-           'oracle_predictions', 'now_face_box', 'predict_now_split']
+__all__ = ['SPLIT_FILES', 'NowImage', 'read_now_split', 'find_prediction', 'read_pp', 'write_pp', 'read_landmarks', 'read_mesh',
+           'write_prediction', 'evaluate_now', 'write_now_results', 'skin_faces', 'densify_scan', 'SyntheticNowSummary',
+           'write_synthetic_now', 'mean_head_predictions', 'oracle_predictions', 'now_face_box', 'predict_now_split']
+
+# %% ../../nbs/84_data.now.ipynb #064e64c9
+SPLIT_FILES = {"validation": "imagepathsvalidation.txt", "val": "imagepathsvalidation.txt",
+               "test": "imagepathstest.txt"}
+
+@dataclass
+class NowImage:
+    line: str               # the image-list line as written
+    subject: str
+    challenge: str
+    stem: str               # image file name without extension
+    image_path: Path
+    crop_path: Path         # detected_face box (.npy)
+    scan_path: Path | None  # first scans/<subject>/*.obj (sorted), None if absent
+    scan_lmk_path: Path | None
+
+def read_now_split(root: str | Path, split: str = "validation") -> list[NowImage]:
+    "Parse a NoW image list into the paths the protocol needs (missing scans are reported later, by name)."
+    root = Path(root)
+    if split not in SPLIT_FILES: raise ValueError(f"split must be one of {sorted(set(SPLIT_FILES))}, got {split!r}")
+    lst = root / SPLIT_FILES[split]
+    if not lst.exists(): raise FileNotFoundError(f"NoW image list not found: {lst} (is {root} the NoW dataset root?)")
+    out = []
+    for line in lst.read_text().splitlines():
+        line = line.strip()
+        if not line: continue
+        parts = line.replace("\\", "/").split("/")
+        if len(parts) < 3: raise ValueError(f"{lst}: line {line!r} is not <subject>/<challenge>/<image>")
+        subj, chal, fname = parts[-3:]
+        stem = fname.rsplit(".", 1)[0]
+        scans = sorted((root / "scans" / subj).glob("*.obj"))
+        pps = sorted((root / "scans_lmks_onlypp" / subj).glob("*.pp"))
+        out.append(NowImage(line, subj, chal, stem,
+                            root / "final_release_version" / "iphone_pictures" / subj / chal / fname,
+                            root / "final_release_version" / "detected_face" / subj / chal / (stem + ".npy"),
+                            scans[0] if scans else None, pps[0] if pps else None))
+    return out
+
+def find_prediction(pred_dir: str | Path, item: NowImage) -> tuple[Path | None, Path | None]:
+    "The prediction's mesh (.obj, else .ply) and landmarks (.npy, else .txt), or None where missing."
+    base = Path(pred_dir) / item.subject / item.challenge
+    mesh = next((p for p in (base / (item.stem + ".obj"), base / (item.stem + ".ply")) if p.exists()), None)
+    lmk = next((p for p in (base / (item.stem + ".npy"), base / (item.stem + ".txt")) if p.exists()), None)
+    return mesh, lmk
+
+# %% ../../nbs/84_data.now.ipynb #a4c1ed59
+def read_pp(path: str | Path) -> np.ndarray:  # [7, 3] float64
+    "The 7 landmarks of a MeshLab PickedPoints file (mirrors `compute_error.py: load_pp`)."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"landmark file not found: {path}")
+    try: root = ET.parse(path).getroot()
+    except ET.ParseError as e: raise ValueError(f"{path} is not a MeshLab PickedPoints XML file: {e}") from None
+    pts = [[float(p.attrib[k]) for k in "xyz"] for p in root.iter("point")]
+    if len(pts) < 7: raise ValueError(f"{path} has {len(pts)} <point> entries; NoW scans need 7")
+    return np.asarray(pts[:7], dtype=np.float64)
+
+def write_pp(path: str | Path, points: np.ndarray, mesh_name: str = "scan.obj") -> Path:
+    "Write 7 (or more) points as a MeshLab PickedPoints file in the layout NoW ships (points on lines 8+)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["<!DOCTYPE PickedPoints>", "<PickedPoints>", " <DocumentData>",
+             '  <DateTime time="00:00:00" date="2019-01-01"/>', '  <User name="headbook"/>',
+             f'  <DataFileName name="{mesh_name}"/>', '  <templateName name=""/>', " </DocumentData>"]
+    lines += [f' <point x="{p[0]:.6f}" y="{p[1]:.6f}" z="{p[2]:.6f}" active="1" name="{i}"/>'
+              for i, p in enumerate(np.asarray(points))]
+    lines += ["</PickedPoints>"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+def read_landmarks(path: str | Path) -> np.ndarray:  # [7, 3] float64
+    "Predicted landmarks from `.npy` ((7,3) or (1,7,3)) or `.txt` (7 lines of 3 numbers); anything else is an error."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"landmark file not found: {path}")
+    if path.suffix == ".npy": l = np.load(path, allow_pickle=False)
+    elif path.suffix == ".txt": l = np.loadtxt(path, ndmin=2)
+    else: raise ValueError(f"landmarks must be .npy or .txt, got {path}")
+    l = np.asarray(l, dtype=np.float64)
+    if l.ndim == 3 and l.shape[0] == 1: l = l[0]
+    if l.shape != (7, 3): raise ValueError(f"{path}: NoW needs 7 landmarks of shape (7, 3), got {l.shape}")
+    return l
+
+# %% ../../nbs/84_data.now.ipynb #a0c6ed1c
+def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:  # verts [V, 3] float64, faces [F, 3] int64
+    "OBJ (raw `v`/`f` lines, colours ignored) or PLY, vertex order kept."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"mesh file not found: {path}")
+    if path.suffix.lower() == ".obj":
+        V, Fs = [], []
+        with open(path, "r", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("v "):
+                    V.append(line.split()[1:4])
+                elif line.startswith("f "):
+                    idx = [int(t.split("/")[0]) for t in line.split()[1:]]
+                    for j in range(1, len(idx) - 1): Fs.append((idx[0], idx[j], idx[j + 1]))
+        verts = np.asarray(V, dtype=np.float64).reshape(-1, 3)
+        f = np.asarray(Fs, dtype=np.int64).reshape(-1, 3)
+        f = np.where(f < 0, f + len(verts), f - 1)                     # OBJ is 1-based; negative = relative
+    else:
+        import trimesh
+        m = trimesh.load(path, process=False, force="mesh")
+        verts, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
+    if len(f) and (f.min() < 0 or f.max() >= len(verts)): raise ValueError(f"{path}: faces index missing vertices")
+    return verts, f
+
+# %% ../../nbs/84_data.now.ipynb #120f7efe
+def write_prediction(pred_dir: str | Path,
+                     line: str,               # the image-list line, `<subject>/<challenge>/<image>.jpg`
+                     verts: np.ndarray,       # [V, 3]
+                     faces: np.ndarray,       # [F, 3]
+                     landmarks: np.ndarray,   # [7, 3] NoW landmarks on the mesh, same frame
+                    ) -> Path:
+    "Write one prediction where the protocol looks for it (OBJ with full float precision + landmark .npy)."
+    subj, chal, fname = line.replace("\\", "/").split("/")[-3:]
+    d = Path(pred_dir) / subj / chal; d.mkdir(parents=True, exist_ok=True)
+    stem = fname.rsplit(".", 1)[0]
+    v = np.asarray(verts, np.float64); f = np.asarray(faces, np.int64) + 1
+    with open(d / (stem + ".obj"), "w") as fh:
+        fh.write("".join(f"v {a:.10g} {b:.10g} {c:.10g}\n" for a, b, c in v))
+        fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in f))
+    np.save(d / (stem + ".npy"), _check_lmks(landmarks, "landmarks"))
+    return d / (stem + ".obj")
+
+# %% ../../nbs/84_data.now.ipynb #594f12a1
+def evaluate_now(dataset_root: str | Path,
+                 predictions_dir: str | Path,
+                 split: str = "validation",
+                 metrical: bool = False,
+                 method_name: str = "headbook",
+                 out_dir: str | Path | None = None,   # default <predictions_dir>/results; False: write nothing
+                 unit: str = "m",                     # metrical only: the predictions' unit (mm, cm, m)
+                 challenge: str = "",                 # "" for all, or one of NOW_CHALLENGES
+                 clean_mesh: bool = False,            # drop degenerate faces first, as the reference's option
+                 progress: bool = True,
+                 **refine_kw,
+                ) -> NowResult:
+    "Run the NoW protocol over a split and (by default) write the reference's result files."
+    from tqdm.auto import tqdm
+    pred_dir = Path(predictions_dir)
+    if not pred_dir.is_dir(): raise FileNotFoundError(f"predictions folder does not exist: {pred_dir}")
+    if challenge not in ("",) + NOW_CHALLENGES:
+        raise ValueError(f"challenge must be '' or one of {NOW_CHALLENGES}, got {challenge!r}")
+    items = [it for it in read_now_split(dataset_root, split) if challenge in ("", it.challenge)]
+    cache: dict[str, tuple] = {}
+    images, chals, dists, missing = [], [], [], []
+    for it in tqdm(items, desc="NoW", disable=not progress):
+        mesh_p, lmk_p = find_prediction(pred_dir, it)
+        if mesh_p is None or lmk_p is None:
+            missing.append(it.line); continue
+        if it.subject not in cache:
+            if it.scan_path is None:
+                raise FileNotFoundError(f"no scan for subject {it.subject} under "
+                                        f"{Path(dataset_root) / 'scans' / it.subject}")
+            if it.scan_lmk_path is None:
+                raise FileNotFoundError(f"no .pp landmarks for subject {it.subject} under "
+                                        f"{Path(dataset_root) / 'scans_lmks_onlypp' / it.subject}")
+            sv, _ = read_mesh(it.scan_path); sl = read_pp(it.scan_lmk_path)
+            cache = {it.subject: (sv, sl, crop_face(sv, sl))}          # NoW lists are grouped by subject
+        sv, sl, crop = cache[it.subject]
+        pv, pf = read_mesh(mesh_p)
+        if clean_mesh: pf = remove_degenerate_faces(pv, pf)
+        pl = read_landmarks(lmk_p)
+        r = now_scan_to_mesh(sv, sl, pv, pf, pl, metrical=metrical, unit=unit, crop=crop, **refine_kw)
+        images.append(it.line); chals.append(it.challenge); dists.append(r.distances)
+    res = now_result(method_name, split, metrical, images, chals, dists, missing)
+    if out_dir is not False:
+        write_now_results(res, Path(out_dir) if out_dir else pred_dir / "results", challenge=challenge)
+    return res
+
+# %% ../../nbs/84_data.now.ipynb #adb65289
+def write_now_results(res: NowResult, out_dir: str | Path, challenge: str = "") -> dict[str, str]:
+    "Write the reference's `.npy` dict and `.meanmedian`, a JSON summary and the curve PNG; returns the paths."
+    import matplotlib; import matplotlib.pyplot as plt
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    stem = f"{res.method}_computed_distances" + (f"_{challenge}" if challenge else "")
+    npy = out / f"{stem}.npy"
+    np.save(npy, {"computed_distances": res.distances, "num_missing_files": res.num_missing_files,
+                  "input_files": res.images}, allow_pickle=True)
+    mm = out / f"{stem}.npy.meanmedian"
+    np.savetxt(mm, np.array([res.overall.median, res.overall.mean]))
+    summ = out / f"{res.method}_summary.json"
+    js = {"method": res.method, "split": res.split, "metrical": res.metrical, "overall": asdict(res.overall),
+          "per_challenge": {k: asdict(v) for k, v in res.per_challenge.items()},
+          "num_missing_files": res.num_missing_files, "missing": res.missing, "num_evaluated": len(res.images)}
+    summ.write_text(json.dumps(js, indent=2))
+    png = out / f"{res.method}_cumulative_error.png"
+    fig, ax = plt.subplots(figsize=(5, 4))
+    plot_now_curves([res], ax=ax)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    res.files = {"distances": str(npy), "meanmedian": str(mm), "summary": str(summ), "curve": str(png)}
+    return res.files
 
 # %% ../../nbs/84_data.now.ipynb #fbcc2c57
 def skin_faces(model, name: str) -> np.ndarray:  # [F', 3] int64 faces of the model's outer skin
@@ -29,7 +223,8 @@ def skin_faces(model, name: str) -> np.ndarray:  # [F', 3] int64 faces of the mo
     faces = model.faces.cpu().numpy().astype(np.int64)
     ex = getattr(model, "extras", None) or getattr(getattr(model, "data", None), "extras", None) or {}
     if name == "synthhead" and "part" in ex:
-        keep = (np.asarray(ex["part"]) == 0) & ~np.asarray(ex["region_mouth_interior"], bool) & ~np.asarray(ex["region_eye_sockets"], bool)
+        keep = ((np.asarray(ex["part"]) == 0) & ~np.asarray(ex["region_mouth_interior"], bool)
+                & ~np.asarray(ex["region_eye_sockets"], bool))
     elif name == "ict" and "ict_vertex_ids" in ex:
         keep = np.asarray(ex["ict_vertex_ids"]) <= 11247                    # ICT_GEOMETRY face + head_neck
     else:
@@ -76,7 +271,8 @@ def _sample_expression(name, model, challenge, rng):
     if challenge in ("multiview_expressions", "selfie"):
         strength = 1.0 if challenge == "multiview_expressions" else 0.5
         if name == "ict":
-            ids = rng.choice(E, size=rng.integers(3, 6), replace=False); psi[ids] = rng.uniform(0, 0.7 * strength, len(ids))
+            ids = rng.choice(E, size=rng.integers(3, 6), replace=False)
+            psi[ids] = rng.uniform(0, 0.7 * strength, len(ids))
         else:
             psi = np.clip(rng.normal(size=E), -1.5, 1.5) * strength
         if challenge == "multiview_expressions": jaw[0] = rng.uniform(0.05, 0.3)
@@ -105,7 +301,8 @@ def _camera(challenge, target, image_size, rng):
     Rz = axis_angle_to_matrix(torch.tensor([[0.0, 0.0, np.deg2rad(roll)]], dtype=torch.float64))
     R, t = Rz @ R, (Rz @ t[..., None])[..., 0]
     K = intrinsics(float(focal), (H, W), dtype=torch.float64)
-    return K[0].numpy(), R[0].numpy(), t[0].numpy(), dict(distance=float(dist), yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+    cam = dict(distance=float(dist), yaw=float(yaw), pitch=float(pitch), roll=float(roll))
+    return K[0].numpy(), R[0].numpy(), t[0].numpy(), cam
 
 # %% ../../nbs/84_data.now.ipynb #2ee5f067
 @dataclass
@@ -145,6 +342,53 @@ def _save_box(path, lmk2d, image_size):
     np.save(path, box, allow_pickle=True)
     return box
 
+# %% ../../nbs/84_data.now.ipynb #c2b15217
+def _write_scan(root, subj, model, name, v0, l0, scan_min_vertices, noise_mm, rng):
+    "The scan: skin, densified, noisy, mm, in a random scanner frame; and its .pp. Returns (R, t, vertex count)."
+    sv, sf = densify_scan(v0, skin_faces(model, name), scan_min_vertices, noise_mm, rng)
+    Rs = axis_angle_to_matrix(torch.tensor(rng.normal(scale=0.15, size=3))).numpy()
+    ts = rng.uniform(-60, 60, 3)
+    sv = sv @ Rs.T + ts
+    lmk7 = (l0[list(NOW_FROM_IBUG68)] * 1000.0) @ Rs.T + ts
+    scan_name = "neutral_scan.000001"
+    (root / "scans" / subj).mkdir(parents=True, exist_ok=True)
+    with open(root / "scans" / subj / f"{scan_name}.obj", "w") as fh:
+        fh.write("".join(f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in sv))
+        fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in sf + 1))
+    pp = root / "scans_lmks_onlypp" / subj / f"{scan_name}_picked_points.pp"
+    write_pp(pp, lmk7, mesh_name=f"{scan_name}.obj")
+    return Rs, ts, int(len(sv))
+
+def _write_photo(root, line, name, model, beta, albedo, target, hw, rng):
+    "One photo of `line` (`<subject>/<challenge>/<stem>.jpg`), its face box and its ground-truth JSON."
+    from PIL import Image
+    subj, challenge, fname = line.split("/"); stem = fname[:-len(".jpg")]
+    pics, boxes = root / "final_release_version" / "iphone_pictures", root / "final_release_version" / "detected_face"
+    gt = root / "groundtruth" / subj
+    psi, jaw = _sample_expression(name, model, challenge, rng)
+    v, l68 = _forward(model, beta, psi, jaw)
+    K, R, t, cam = _camera(challenge, target, hw, rng)
+    sh = random_light_np(rng)
+    T = lambda a: torch.tensor(np.asarray(a, np.float32)[None])    # PyTorch3D renders in float32
+    r = render_mesh(T(v), model.faces, T(K), T(R), T(t), hw, albedo=albedo, sh=T(sh))
+    img = r.image[0].permute(1, 2, 0).numpy(); mask = r.mask[0, 0].numpy()[..., None]
+    img = np.clip(img * mask + random_background_np(rng, *hw) * (1 - mask), 0, 1)
+    uv, _ = project_points(T(l68), T(K), T(R), T(t)); uv = uv[0].numpy()
+    occ = None
+    if challenge == "multiview_occlusions":
+        img, m, kind = paint_occluder(img, uv, rng)
+        occ = {"kind": kind, "pixels": int(m.sum())}
+    img = img + rng.normal(scale=0.01, size=img.shape)               # sensor noise
+    (pics / subj / challenge).mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(pics / subj / challenge / f"{stem}.jpg",
+                                                                             quality=92)
+    box = _save_box(boxes / subj / challenge / f"{stem}.npy", uv, hw)
+    (gt / challenge).mkdir(parents=True, exist_ok=True)
+    (gt / challenge / f"{stem}.json").write_text(json.dumps(dict(
+        line=line, model=name, expression=psi.tolist(), jaw_pose=jaw.tolist(), K=K.tolist(), R=R.tolist(),
+        t=t.tolist(), camera=cam, sh=sh.tolist(), occluder=occ, box=box, landmarks2d=uv.tolist())))
+
+
 # %% ../../nbs/84_data.now.ipynb #ac85a29b
 def write_synthetic_now(root: str | Path,
                         n_subjects: int = 4,
@@ -158,7 +402,6 @@ def write_synthetic_now(root: str | Path,
                         challenges: tuple[str, ...] = NOW_CHALLENGES,
                        ) -> SyntheticNowSummary:
     "Write a NoW-layout dataset rendered from the book's head models (see the layout above)."
-    from PIL import Image
     root = Path(root)
     H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if n_subjects < 1 or images_per_challenge < 1: raise ValueError("n_subjects and images_per_challenge must be >= 1")
@@ -175,7 +418,6 @@ def write_synthetic_now(root: str | Path,
     gen = np.random.default_rng(seed)
     subj_seeds = gen.integers(0, 2**31, size=n_subjects)
     summary = SyntheticNowSummary(str(root), {}, [], [], skipped, {}, float(noise_mm), (H, W), int(seed))
-    pics, boxes = root / "final_release_version" / "iphone_pictures", root / "final_release_version" / "detected_face"
     for s in range(n_subjects):
         name = names[s % len(names)]; model = loaded[name]
         subj = f"SYN_{name}_{s:03d}"; summary.subjects[subj] = name
@@ -183,19 +425,8 @@ def write_synthetic_now(root: str | Path,
         beta, alpha, tone = _sample_identity(name, model, rng)
         v0, l0 = _forward(model, beta)                                        # neutral, metres
         faces = model.faces.cpu().numpy().astype(np.int64)
-        # --- the scan: skin, densified, noisy, mm, in a random scanner frame
-        sv, sf = densify_scan(v0, skin_faces(model, name), scan_min_vertices, noise_mm, rng)
-        Rs = axis_angle_to_matrix(torch.tensor(rng.normal(scale=0.15, size=3))).numpy()
-        ts = rng.uniform(-60, 60, 3)
-        sv = sv @ Rs.T + ts
-        lmk7 = (l0[list(NOW_FROM_IBUG68)] * 1000.0) @ Rs.T + ts
-        scan_name = "neutral_scan.000001"
-        (root / "scans" / subj).mkdir(parents=True, exist_ok=True)
-        with open(root / "scans" / subj / f"{scan_name}.obj", "w") as fh:
-            fh.write("".join(f"v {a:.5f} {b:.5f} {c:.5f}\n" for a, b, c in sv))
-            fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in sf + 1))
-        write_pp(root / "scans_lmks_onlypp" / subj / f"{scan_name}_picked_points.pp", lmk7, mesh_name=f"{scan_name}.obj")
-        summary.scan_vertices[subj] = int(len(sv))
+        Rs, ts, summary.scan_vertices[subj] = _write_scan(root, subj, model, name, v0, l0, scan_min_vertices,
+                                                          noise_mm, rng)
         gt = root / "groundtruth" / subj; gt.mkdir(parents=True, exist_ok=True)
         np.savez(gt / "identity.npz", model=name, shape=beta, albedo=alpha, tone=tone, neutral_verts=v0, faces=faces,
                  neutral_lmks68=l0, scan_rotation=Rs, scan_translation_mm=ts, noise_mm=noise_mm)
@@ -205,27 +436,7 @@ def write_synthetic_now(root: str | Path,
         for challenge in challenges:
             for _ in range(images_per_challenge):
                 k += 1; stem = f"IMG_{k:04d}"; line = f"{subj}/{challenge}/{stem}.jpg"
-                psi, jaw = _sample_expression(name, model, challenge, rng)
-                v, l68 = _forward(model, beta, psi, jaw)
-                K, R, t, cam = _camera(challenge, target, (H, W), rng)
-                sh = random_light_np(rng)
-                T = lambda a: torch.tensor(np.asarray(a, np.float32)[None])    # PyTorch3D renders in float32
-                r = render_mesh(T(v), model.faces, T(K), T(R), T(t), (H, W), albedo=albedo, sh=T(sh))
-                img = r.image[0].permute(1, 2, 0).numpy(); mask = r.mask[0, 0].numpy()[..., None]
-                img = np.clip(img * mask + random_background_np(rng, H, W) * (1 - mask), 0, 1)
-                uv, _ = project_points(T(l68), T(K), T(R), T(t)); uv = uv[0].numpy()
-                occ = None
-                if challenge == "multiview_occlusions":
-                    img, m, kind = paint_occluder(img, uv, rng)
-                    occ = {"kind": kind, "pixels": int(m.sum())}
-                img = img + rng.normal(scale=0.01, size=img.shape)               # sensor noise
-                (pics / subj / challenge).mkdir(parents=True, exist_ok=True)
-                Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(pics / subj / challenge / f"{stem}.jpg", quality=92)
-                box = _save_box(boxes / subj / challenge / f"{stem}.npy", uv, (H, W))
-                (gt / challenge).mkdir(parents=True, exist_ok=True)
-                (gt / challenge / f"{stem}.json").write_text(json.dumps(dict(
-                    line=line, model=name, expression=psi.tolist(), jaw_pose=jaw.tolist(), K=K.tolist(), R=R.tolist(),
-                    t=t.tolist(), camera=cam, sh=sh.tolist(), occluder=occ, box=box, landmarks2d=uv.tolist())))
+                _write_photo(root, line, name, model, beta, albedo, target, (H, W), rng)
                 (summary.validation if s < nval else summary.test).append(line)
     root.mkdir(parents=True, exist_ok=True)
     (root / "imagepathsvalidation.txt").write_text("".join(l + "\n" for l in summary.validation))
@@ -257,8 +468,11 @@ def oracle_predictions(dataset_root: str | Path,
     for it in items:
         if it.subject not in cache:
             p = root / "groundtruth" / it.subject / "identity.npz"
-            if not p.exists(): raise FileNotFoundError(f"no ground truth for {it.subject} at {p}; was {root} written by write_synthetic_now?")
-            z = np.load(p); cache[it.subject] = (z["neutral_verts"], z["faces"], z["neutral_lmks68"][list(NOW_FROM_IBUG68)])
+            if not p.exists():
+                raise FileNotFoundError(f"no ground truth for {it.subject} at {p}; "
+                                        f"was {root} written by write_synthetic_now?")
+            z = np.load(p)
+            cache[it.subject] = (z["neutral_verts"], z["faces"], z["neutral_lmks68"][list(NOW_FROM_IBUG68)])
         write_prediction(pred_dir, it.line, *cache[it.subject])
     return len(items)
 
@@ -266,7 +480,8 @@ def oracle_predictions(dataset_root: str | Path,
 def now_face_box(item,                # a `read_now_split` item
                  img: np.ndarray,     # [H, W, 3] the item's photo
                 ) -> tuple[float, float, float]:  # centre x, centre y, side of the landmarks' box (pixels)
-    "The face box of a NoW photo: its `detected_face` file shrunk by NoW's 10 % margin, else the detected 68 landmarks' box."
+    ("The face box of a NoW photo: its `detected_face` file shrunk by NoW's 10 % margin, else the detected 68 "
+     "landmarks' box.")
     from headbook.landmarks.crop import square_box
     det = None
     if item.crop_path is not None and Path(item.crop_path).exists():
@@ -281,7 +496,8 @@ def now_face_box(item,                # a `read_now_split` item
     c, side = square_box(np.array([x0, y0]), np.array([x1, y1]), face_fraction=shrink)
     return float(c[0]), float(c[1]), float(side)
 
-def predict_now_split(predict,          # crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
+# crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
+def predict_now_split(predict,
                       dataset_root: str | Path,
                       pred_dir: str | Path,
                       split: str = "validation",

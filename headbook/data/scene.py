@@ -1,5 +1,4 @@
-"""Photos of the book's head models rendered from known parameters — identity, expression, pose, albedo, light —
-so that every fitting and learning method can be checked against the truth.
+"""Photos of the book's head models rendered from known parameters, to check methods against the truth.
 
 Docs: https://headbook.github.io/headbook/data.scene.html.md"""
 

@@ -1,5 +1,4 @@
-"""The layout SHeaP trains on — per-frame images, landmarks and head masks of one person — its reader, and a
-synthetic writer that renders short videos of the book's head models into it.
+"""Per-frame images, landmarks and head masks of one person: the reader, and a synthetic writer.
 
 Docs: https://headbook.github.io/headbook/data.video.html.md"""
 

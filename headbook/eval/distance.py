@@ -1,5 +1,4 @@
-"""Exact closest points on a triangle mesh: Ericson's closest-point-on-triangle, vectorised, behind a
-k-d tree with a provable stopping rule, and a differentiable torch twin.
+"""Exact closest points on a triangle mesh behind a k-d tree, and a differentiable torch twin.
 
 Docs: https://headbook.github.io/headbook/eval.distance.html.md"""
 
@@ -78,7 +77,8 @@ def closest_point_on_triangle(p: Tensor,  # [..., 3] query points
             d = _dot(p - q, p - q)
             bb = torch.stack([(1 - t) if k == ix else (t if k == iy else torch.zeros_like(t)) for k in range(3)], -1)
             rg = torch.full_like(region, reg)
-            rg = torch.where(t <= 0, torch.full_like(region, 4 + ix), torch.where(t >= 1, torch.full_like(region, 4 + iy), rg))
+            rg = torch.where(t <= 0, torch.full_like(region, 4 + ix),
+                             torch.where(t >= 1, torch.full_like(region, 4 + iy), rg))
             if best_d is None: best_d, best_bary, best_reg = d, bb, rg
             else:
                 better = d < best_d
@@ -125,12 +125,14 @@ def _face_samples(tri, radius, eps):
         uv = np.concatenate([np.stack([i[up] + 1 / 3, j[up] + 1 / 3], 1),
                              np.stack([i[dn] + 2 / 3, j[dn] + 2 / 3], 1)]) / k      # [k*k, 2]
         t = tri[ids]                                                                   # [m, 3, 3]
-        s = t[:, None, 0] + uv[None, :, :1] * (t[:, None, 1] - t[:, None, 0]) + uv[None, :, 1:] * (t[:, None, 2] - t[:, None, 0])
+        s = (t[:, None, 0] + uv[None, :, :1] * (t[:, None, 1] - t[:, None, 0])
+             + uv[None, :, 1:] * (t[:, None, 2] - t[:, None, 0]))
         pts.append(s.reshape(-1, 3)); owner.append(np.repeat(ids, len(uv)))
     return np.concatenate(pts), np.concatenate(owner), radius / n                    # samples, face of each, eps_f
 
 class _FaceDist:
-    "Distance-only point-to-triangle evaluation (numpy): plane distance when the foot lies inside, else the nearest edge."
+    """Distance-only point-to-triangle evaluation (numpy): plane distance when the foot lies inside, else the nearest
+    edge."""
     def __init__(self, tri):
         a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
         self.o = np.stack([a, b, c], 1)                                              # [F, 3, 3] edge origins
@@ -141,7 +143,8 @@ class _FaceDist:
         scale = np.maximum(ee[:, 0], ee[:, 2])
         self.flat = nn ** 2 > 1e-14 * scale * scale                                  # non-degenerate faces
         self.n = n / np.where(self.flat, nn, 1)[:, None]
-        self.m = np.cross(self.n[:, None], self.e)                                    # [F, 3, 3] in-plane inward normals
+        # [F, 3, 3] in-plane inward normals
+        self.m = np.cross(self.n[:, None], self.e)
     def __call__(self, p, f):  # p [M, 3], f [M] -> [M] squared distances
         dp = p[:, None] - self.o[f]                                                   # [M, 3, 3]
         inside = self.flat[f] & (np.einsum("mij,mij->mi", dp, self.m[f]) >= 0).all(1)
@@ -159,7 +162,8 @@ def _min_per_row(d2, ok):
 
 # %% ../../nbs/79_eval.distance.ipynb #b24e99ca
 class TriangleIndex:
-    "Exact nearest-point queries on a fixed triangle mesh (a k-d tree over face samples; centroid trees as the fallback)."
+    """Exact nearest-point queries on a fixed triangle mesh (a k-d tree over face samples; centroid trees as the
+    fallback)."""
     def __init__(self,
                  verts,  # [V, 3] array or tensor
                  faces,  # [F, 3] integer
@@ -252,7 +256,8 @@ class TriangleIndex:
         return self._finish(P, best_f)
 
     def _query_centroids(self, P) -> ClosestPoints:
-        "The fallback for points far from the mesh: k nearest centroids, lower bounds, then ball queries per size group."
+        """The fallback for points far from the mesh: k nearest centroids, lower bounds, then ball queries per size
+        group."""
         N = len(P); F = len(self.faces)
         best = np.full(N, np.inf); best_f = np.zeros(N, np.int64)
         def update(qi, fi):

@@ -1,5 +1,4 @@
-"""PSNR, SSIM and mask IoU between a rendered image and a photo: the numbers an avatar method reports, and the
-SSIM that SHeaP's photometric loss uses.
+"""PSNR, SSIM and mask IoU between a rendered image and a photo.
 
 Docs: https://headbook.github.io/headbook/eval.image.html.md"""
 

@@ -1,5 +1,4 @@
-"""Scan-to-mesh error of a predicted head against the NoW benchmark's scans: crop, 7-landmark similarity
-Procrustes, rigid refinement on the surface, per-vertex distances, cumulative error curve.
+"""The NoW protocol's scan-to-mesh error: crop, landmark Procrustes, rigid refinement, distances, curve.
 
 Docs: https://headbook.github.io/headbook/eval.now.html.md"""
 
@@ -7,10 +6,7 @@ Docs: https://headbook.github.io/headbook/eval.now.html.md"""
 
 # %% ../../nbs/80_eval.now.ipynb #18b7c5ef
 from __future__ import annotations
-import json
-from dataclasses import dataclass, field, asdict
-from pathlib import Path
-import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 import numpy as np
 import torch
 from ..geometry.rotations import axis_angle_to_matrix
@@ -18,11 +14,9 @@ from .distance import TriangleIndex
 from ..geometry.procrustes import Similarity, procrustes
 
 # %% auto #0
-__all__ = ['NOW_LANDMARK_NAMES', 'NOW_FROM_IBUG68', 'NOW_CHALLENGES', 'UNIT_TO_MM', 'SPLIT_FILES', 'read_pp', 'write_pp',
-           'read_landmarks', 'read_mesh', 'remove_degenerate_faces', 'FaceCrop', 'crop_face', 'Refinement',
-           'refine_alignment', 'NowAlignment', 'now_scan_to_mesh', 'NowStats', 'now_stats', 'cumulative_error',
-           'NowImage', 'read_now_split', 'find_prediction', 'write_prediction', 'NowResult', 'evaluate_now',
-           'plot_now_curves', 'write_now_results']
+__all__ = ['NOW_LANDMARK_NAMES', 'NOW_FROM_IBUG68', 'NOW_CHALLENGES', 'UNIT_TO_MM', 'remove_degenerate_faces', 'FaceCrop',
+           'crop_face', 'Refinement', 'refine_alignment', 'NowAlignment', 'now_scan_to_mesh', 'NowStats', 'now_stats',
+           'cumulative_error', 'NowResult', 'now_result', 'plot_now_curves']
 
 # %% ../../nbs/80_eval.now.ipynb #21781a6d
 NOW_LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
@@ -30,64 +24,7 @@ NOW_LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "l
 NOW_FROM_IBUG68 = (36, 39, 42, 45, 33, 48, 54)   # rows of a 68-landmark array that give the 7 NoW landmarks
 NOW_CHALLENGES = ("multiview_neutral", "multiview_expressions", "multiview_occlusions", "selfie")
 
-# %% ../../nbs/80_eval.now.ipynb #a4c1ed59
-def read_pp(path: str | Path) -> np.ndarray:  # [7, 3] float64
-    "The 7 landmarks of a MeshLab PickedPoints file (mirrors `compute_error.py: load_pp`)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"landmark file not found: {path}")
-    try: root = ET.parse(path).getroot()
-    except ET.ParseError as e: raise ValueError(f"{path} is not a MeshLab PickedPoints XML file: {e}") from None
-    pts = [[float(p.attrib[k]) for k in "xyz"] for p in root.iter("point")]
-    if len(pts) < 7: raise ValueError(f"{path} has {len(pts)} <point> entries; NoW scans need 7")
-    return np.asarray(pts[:7], dtype=np.float64)
-
-def write_pp(path: str | Path, points: np.ndarray, mesh_name: str = "scan.obj") -> Path:
-    "Write 7 (or more) points as a MeshLab PickedPoints file in the layout NoW ships (points on lines 8+)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["<!DOCTYPE PickedPoints>", "<PickedPoints>", " <DocumentData>",
-             '  <DateTime time="00:00:00" date="2019-01-01"/>', '  <User name="headbook"/>',
-             f'  <DataFileName name="{mesh_name}"/>', '  <templateName name=""/>', " </DocumentData>"]
-    lines += [f' <point x="{p[0]:.6f}" y="{p[1]:.6f}" z="{p[2]:.6f}" active="1" name="{i}"/>' for i, p in enumerate(np.asarray(points))]
-    lines += ["</PickedPoints>"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-def read_landmarks(path: str | Path) -> np.ndarray:  # [7, 3] float64
-    "Predicted landmarks from `.npy` ((7,3) or (1,7,3)) or `.txt` (7 lines of 3 numbers); anything else is an error."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"landmark file not found: {path}")
-    if path.suffix == ".npy": l = np.load(path, allow_pickle=False)
-    elif path.suffix == ".txt": l = np.loadtxt(path, ndmin=2)
-    else: raise ValueError(f"landmarks must be .npy or .txt, got {path}")
-    l = np.asarray(l, dtype=np.float64)
-    if l.ndim == 3 and l.shape[0] == 1: l = l[0]
-    if l.shape != (7, 3): raise ValueError(f"{path}: NoW needs 7 landmarks of shape (7, 3), got {l.shape}")
-    return l
-
 # %% ../../nbs/80_eval.now.ipynb #332d003c
-def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:  # verts [V, 3] float64, faces [F, 3] int64
-    "OBJ (raw `v`/`f` lines, colours ignored) or PLY, vertex order kept."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"mesh file not found: {path}")
-    if path.suffix.lower() == ".obj":
-        V, Fs = [], []
-        with open(path, "r", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("v "):
-                    V.append(line.split()[1:4])
-                elif line.startswith("f "):
-                    idx = [int(t.split("/")[0]) for t in line.split()[1:]]
-                    for j in range(1, len(idx) - 1): Fs.append((idx[0], idx[j], idx[j + 1]))
-        verts = np.asarray(V, dtype=np.float64).reshape(-1, 3)
-        f = np.asarray(Fs, dtype=np.int64).reshape(-1, 3)
-        f = np.where(f < 0, f + len(verts), f - 1)                     # OBJ is 1-based; negative = relative
-    else:
-        import trimesh
-        m = trimesh.load(path, process=False, force="mesh")
-        verts, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
-    if len(f) and (f.min() < 0 or f.max() >= len(verts)): raise ValueError(f"{path}: faces index missing vertices")
-    return verts, f
-
 def remove_degenerate_faces(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:  # faces [F', 3]
     "Drop faces whose normalised-edge cross product is zero (mirrors `compute_error.py: clean_degenerated_faces`)."
     e1 = verts[faces[:, 1]] - verts[faces[:, 0]]; e2 = verts[faces[:, 2]] - verts[faces[:, 0]]
@@ -153,7 +90,9 @@ def _lm(x, index, inv, fix_scale, max_iter, tol):
         if -(2 * gvec @ d0 + d0 @ A @ d0) <= tol * cost: break              # Gauss-Newton sees nothing left to gain
         for _ in range(12):
             delta = step(lam)
-            if -(2 * gvec @ delta + delta @ A @ delta) <= tol * cost: break   # damped step predicts nothing worth a query
+            # damped step predicts nothing worth a query
+            if -(2 * gvec @ delta + delta @ A @ delta) <= tol * cost:
+                break
             full = np.r_[0.0, delta] if fix_scale else delta
             ds, w, dt = full[0], full[1:4], full[4:7]
             Rw = axis_angle_to_matrix(torch.from_numpy(w)).numpy()
@@ -172,9 +111,11 @@ def refine_alignment(scan_points: np.ndarray,  # [M, 3] cropped scan vertices (m
                      pred_verts: np.ndarray,   # [V, 3] prediction after step 2 (mm)
                      pred_faces: np.ndarray,   # [F, 3]
                      fix_scale: bool = False,  # True for the metrical protocol
-                     subset: int = 5000,       # >0: first converge on this many random points (0: all points throughout)
+                     # >0: first converge on this many random points (0: all points throughout)
+                     subset: int = 5000,
                      max_iter: int = 100,
-                     tol: float = 1e-6,        # stop when the predicted or achieved relative cost decrease falls below this
+                     # stop when the predicted or achieved relative cost decrease falls below this
+                     tol: float = 1e-6,
                      index: TriangleIndex | None = None,  # an index over (pred_verts, pred_faces), if built already
                      seed: int = 0,
                     ) -> Refinement:
@@ -216,9 +157,11 @@ def now_scan_to_mesh(scan_verts: np.ndarray,   # [Vs, 3] scan (mm)
     sl = _check_lmks(scan_lmks, "scan_lmks"); pl = _check_lmks(pred_lmks, "pred_lmks")
     pv = np.asarray(pred_verts, np.float64); pf = np.asarray(pred_faces, np.int64)
     if pv.ndim != 2 or pv.shape[1] != 3: raise ValueError(f"pred_verts must have shape [V, 3], got {pv.shape}")
-    if pf.ndim != 2 or pf.shape[1] != 3 or len(pf) == 0: raise ValueError(f"pred_faces must have shape [F>0, 3], got {pf.shape}")
+    if pf.ndim != 2 or pf.shape[1] != 3 or len(pf) == 0:
+        raise ValueError(f"pred_faces must have shape [F>0, 3], got {pf.shape}")
     crop = crop or crop_face(scan_verts, sl)
-    if len(crop.vertex_ids) == 0: raise ValueError("no scan vertex lies inside the face crop; are the scan landmarks on the scan?")
+    if len(crop.vertex_ids) == 0:
+        raise ValueError("no scan vertex lies inside the face crop; are the scan landmarks on the scan?")
     T0 = procrustes(pl, sl)
     if metrical:
         if unit not in UNIT_TO_MM: raise ValueError(f"unit must be one of {list(UNIT_TO_MM)}, got {unit!r}")
@@ -245,71 +188,12 @@ def now_stats(distances: list[np.ndarray]) -> NowStats:
     e = np.concatenate([np.ravel(d) for d in distances])
     return NowStats(float(np.median(e)), float(np.mean(e)), float(np.std(e)), len(distances), int(e.size))
 
-def cumulative_error(errors: np.ndarray, nbins: int = 100_000) -> tuple[np.ndarray, np.ndarray]:  # edges [nbins], percent [nbins]
+def cumulative_error(errors: np.ndarray, nbins: int = 100_000,
+                    ) -> tuple[np.ndarray, np.ndarray]:  # edges [nbins], percent [nbins]
     "The reference's cumulative curve: histogram left edges and the cumulative percentage up to each bin."
     e = np.ravel(errors)
     values, base = np.histogram(e, bins=nbins)
     return base[:-1], 100.0 * np.cumsum(values) / e.size
-
-# %% ../../nbs/80_eval.now.ipynb #064e64c9
-SPLIT_FILES = {"validation": "imagepathsvalidation.txt", "val": "imagepathsvalidation.txt", "test": "imagepathstest.txt"}
-
-@dataclass
-class NowImage:
-    line: str               # the image-list line as written
-    subject: str
-    challenge: str
-    stem: str               # image file name without extension
-    image_path: Path
-    crop_path: Path         # detected_face box (.npy)
-    scan_path: Path | None  # first scans/<subject>/*.obj (sorted), None if absent
-    scan_lmk_path: Path | None
-
-def read_now_split(root: str | Path, split: str = "validation") -> list[NowImage]:
-    "Parse a NoW image list into the paths the protocol needs (missing scans are reported later, by name)."
-    root = Path(root)
-    if split not in SPLIT_FILES: raise ValueError(f"split must be one of {sorted(set(SPLIT_FILES))}, got {split!r}")
-    lst = root / SPLIT_FILES[split]
-    if not lst.exists(): raise FileNotFoundError(f"NoW image list not found: {lst} (is {root} the NoW dataset root?)")
-    out = []
-    for line in lst.read_text().splitlines():
-        line = line.strip()
-        if not line: continue
-        parts = line.replace("\\", "/").split("/")
-        if len(parts) < 3: raise ValueError(f"{lst}: line {line!r} is not <subject>/<challenge>/<image>")
-        subj, chal, fname = parts[-3:]
-        stem = fname.rsplit(".", 1)[0]
-        scans = sorted((root / "scans" / subj).glob("*.obj")); pps = sorted((root / "scans_lmks_onlypp" / subj).glob("*.pp"))
-        out.append(NowImage(line, subj, chal, stem,
-                            root / "final_release_version" / "iphone_pictures" / subj / chal / fname,
-                            root / "final_release_version" / "detected_face" / subj / chal / (stem + ".npy"),
-                            scans[0] if scans else None, pps[0] if pps else None))
-    return out
-
-def find_prediction(pred_dir: str | Path, item: NowImage) -> tuple[Path | None, Path | None]:
-    "The prediction's mesh (.obj, else .ply) and landmarks (.npy, else .txt), or None where missing."
-    base = Path(pred_dir) / item.subject / item.challenge
-    mesh = next((p for p in (base / (item.stem + ".obj"), base / (item.stem + ".ply")) if p.exists()), None)
-    lmk = next((p for p in (base / (item.stem + ".npy"), base / (item.stem + ".txt")) if p.exists()), None)
-    return mesh, lmk
-
-# %% ../../nbs/80_eval.now.ipynb #120f7efe
-def write_prediction(pred_dir: str | Path,
-                     line: str,               # the image-list line, `<subject>/<challenge>/<image>.jpg`
-                     verts: np.ndarray,       # [V, 3]
-                     faces: np.ndarray,       # [F, 3]
-                     landmarks: np.ndarray,   # [7, 3] NoW landmarks on the mesh, same frame
-                    ) -> Path:
-    "Write one prediction where the protocol looks for it (OBJ with full float precision + landmark .npy)."
-    subj, chal, fname = line.replace("\\", "/").split("/")[-3:]
-    d = Path(pred_dir) / subj / chal; d.mkdir(parents=True, exist_ok=True)
-    stem = fname.rsplit(".", 1)[0]
-    v = np.asarray(verts, np.float64); f = np.asarray(faces, np.int64) + 1
-    with open(d / (stem + ".obj"), "w") as fh:
-        fh.write("".join(f"v {a:.10g} {b:.10g} {c:.10g}\n" for a, b, c in v))
-        fh.write("".join(f"f {a} {b} {c}\n" for a, b, c in f))
-    np.save(d / (stem + ".npy"), _check_lmks(landmarks, "landmarks"))
-    return d / (stem + ".obj")
 
 # %% ../../nbs/80_eval.now.ipynb #29df47a9
 @dataclass
@@ -333,47 +217,17 @@ class NowResult:
             rows.append(f"| {name} | {s.num_images} | {s.median:.3f} | {s.mean:.3f} | {s.std:.3f} |")
         return "\n".join(rows)
 
-def evaluate_now(dataset_root: str | Path,
-                 predictions_dir: str | Path,
-                 split: str = "validation",
-                 metrical: bool = False,
-                 method_name: str = "headbook",
-                 out_dir: str | Path | None = None,   # default <predictions_dir>/results; False: write nothing
-                 unit: str = "m",                     # metrical only: the predictions' unit (mm, cm, m)
-                 challenge: str = "",                 # "" for all, or one of NOW_CHALLENGES
-                 clean_mesh: bool = False,            # drop degenerate faces first, as the reference's option
-                 progress: bool = True,
-                 **refine_kw,
-                ) -> NowResult:
-    "Run the NoW protocol over a split and (by default) write the reference's result files."
-    from tqdm.auto import tqdm
-    pred_dir = Path(predictions_dir)
-    if not pred_dir.is_dir(): raise FileNotFoundError(f"predictions folder does not exist: {pred_dir}")
-    if challenge not in ("",) + NOW_CHALLENGES: raise ValueError(f"challenge must be '' or one of {NOW_CHALLENGES}, got {challenge!r}")
-    items = [it for it in read_now_split(dataset_root, split) if challenge in ("", it.challenge)]
-    cache: dict[str, tuple] = {}
-    images, chals, dists, missing = [], [], [], []
-    for it in tqdm(items, desc="NoW", disable=not progress):
-        mesh_p, lmk_p = find_prediction(pred_dir, it)
-        if mesh_p is None or lmk_p is None:
-            missing.append(it.line); continue
-        if it.subject not in cache:
-            if it.scan_path is None: raise FileNotFoundError(f"no scan for subject {it.subject} under {Path(dataset_root) / 'scans' / it.subject}")
-            if it.scan_lmk_path is None: raise FileNotFoundError(f"no .pp landmarks for subject {it.subject} under {Path(dataset_root) / 'scans_lmks_onlypp' / it.subject}")
-            sv, _ = read_mesh(it.scan_path); sl = read_pp(it.scan_lmk_path)
-            cache = {it.subject: (sv, sl, crop_face(sv, sl))}          # NoW lists are grouped by subject
-        sv, sl, crop = cache[it.subject]
-        pv, pf = read_mesh(mesh_p)
-        if clean_mesh: pf = remove_degenerate_faces(pv, pf)
-        pl = read_landmarks(lmk_p)
-        r = now_scan_to_mesh(sv, sl, pv, pf, pl, metrical=metrical, unit=unit, crop=crop, **refine_kw)
-        images.append(it.line); chals.append(it.challenge); dists.append(r.distances)
-    per = {c: now_stats([d for d, cc in zip(dists, chals) if cc == c]) for c in NOW_CHALLENGES if c in chals}
-    res = NowResult(method_name + ("_metrical" if metrical else ""), split, metrical, images, chals, dists,
-                    missing, now_stats(dists), per)
-    if out_dir is not False:
-        write_now_results(res, Path(out_dir) if out_dir else pred_dir / "results", challenge=challenge)
-    return res
+def now_result(method: str, split: str, metrical: bool,
+               images: list[str],              # image-list lines evaluated, in list order
+               challenges: list[str],          # the challenge of each
+               distances: list[np.ndarray],    # per image: [M_i] distances (mm)
+               missing: list[str],             # lines with no prediction
+              ) -> NowResult:
+    "Pool the per-image distances into the benchmark's statistics, overall and per challenge."
+    per = {c: now_stats([d for d, cc in zip(distances, challenges) if cc == c])
+           for c in NOW_CHALLENGES if c in challenges}
+    return NowResult(method + ("_metrical" if metrical else ""), split, metrical, images, challenges, distances,
+                     missing, now_stats(distances), per)
 
 # %% ../../nbs/80_eval.now.ipynb #5b95a11f
 def plot_now_curves(results: list[NowResult], ax=None, xmax: float = 8.0):
@@ -387,23 +241,3 @@ def plot_now_curves(results: list[NowResult], ax=None, xmax: float = 8.0):
     ax.set_xlim(0, xmax); ax.set_ylim(0, 100); ax.set_xticks(np.arange(0, xmax + 1e-9, 1.0))
     ax.set_xlabel("Error [mm]"); ax.set_ylabel("Percentage"); ax.legend(loc="lower right", fontsize=8)
     return ax
-
-def write_now_results(res: NowResult, out_dir: str | Path, challenge: str = "") -> dict[str, str]:
-    "Write the reference's `.npy` dict and `.meanmedian`, a JSON summary and the curve PNG; returns the paths."
-    import matplotlib; import matplotlib.pyplot as plt
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    stem = f"{res.method}_computed_distances" + (f"_{challenge}" if challenge else "")
-    npy = out / f"{stem}.npy"
-    np.save(npy, {"computed_distances": res.distances, "num_missing_files": res.num_missing_files,
-                  "input_files": res.images}, allow_pickle=True)
-    mm = out / f"{stem}.npy.meanmedian"
-    np.savetxt(mm, np.array([res.overall.median, res.overall.mean]))
-    summ = out / f"{res.method}_summary.json"
-    js = {"method": res.method, "split": res.split, "metrical": res.metrical, "overall": asdict(res.overall),
-          "per_challenge": {k: asdict(v) for k, v in res.per_challenge.items()},
-          "num_missing_files": res.num_missing_files, "missing": res.missing, "num_evaluated": len(res.images)}
-    summ.write_text(json.dumps(js, indent=2))
-    png = out / f"{res.method}_cumulative_error.png"
-    fig, ax = plt.subplots(figsize=(5, 4)); plot_now_curves([res], ax=ax); fig.tight_layout(); fig.savefig(png, dpi=100); plt.close(fig)
-    res.files = {"distances": str(npy), "meanmedian": str(mm), "summary": str(summ), "curve": str(png)}
-    return res.files

@@ -1,5 +1,4 @@
-"""NPHM's reconstruction metrics: Chamfer-L1/L2, normal consistency and F-scores between point samples of two
-surfaces, with samples taken from what cameras around the head can see, an optional face region and a neck cut.
+"""NPHM's surface metrics: Chamfer-L1/L2, normal consistency and F-scores, face region and neck cut.
 
 Docs: https://headbook.github.io/headbook/eval.surface.html.md"""
 
@@ -33,7 +32,8 @@ class SurfaceMetrics:
     fscore: list = field(default_factory=list)
     def as_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("accuracy", "completeness", "accuracy2", "completeness2", "chamfer_l1",
-                                           "chamfer_l2", "normal_accuracy", "normal_completeness", "normal_consistency")}
+                                           "chamfer_l2", "normal_accuracy", "normal_completeness",
+                                           "normal_consistency")}
         for t, f in zip(self.thresholds, self.fscore): d[f"f_score@{t:g}mm"] = f
         return d
 
@@ -53,7 +53,8 @@ def point_cloud_metrics(pred_points: np.ndarray,   # [N, 3]
     "Eq. (1) between two point samples (mirrors NPHM's `eval_pointcloud` with `metric_space=True`)."
     P = np.asarray(pred_points, np.float64) * to_mm; G = np.asarray(gt_points, np.float64) * to_mm
     for name, x in (("pred_points", P), ("gt_points", G)):
-        if x.ndim != 2 or x.shape[1] != 3 or len(x) == 0: raise ValueError(f"{name} must have shape [N>0, 3], got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != 3 or len(x) == 0:
+            raise ValueError(f"{name} must have shape [N>0, 3], got {x.shape}")
     comp, ncomp = _nn(G, P, gt_normals, pred_normals)
     acc, nacc = _nn(P, G, pred_normals, gt_normals)
     prec = [float((acc <= t).mean()) for t in thresholds]; rec = [float((comp <= t).mean()) for t in thresholds]
@@ -61,7 +62,8 @@ def point_cloud_metrics(pred_points: np.ndarray,   # [N, 3]
     na = float(nacc.mean()) if nacc is not None else float("nan")
     nc = float(ncomp.mean()) if ncomp is not None else float("nan")
     return SurfaceMetrics(float(acc.mean()), float(comp.mean()), float((acc ** 2).mean()), float((comp ** 2).mean()),
-                          float(0.5 * (acc.mean() + comp.mean())), float(0.5 * ((acc ** 2).mean() + (comp ** 2).mean())),
+                          float(0.5 * (acc.mean() + comp.mean())),
+                          float(0.5 * ((acc ** 2).mean() + (comp ** 2).mean())),
                           na, nc, 0.5 * (na + nc), tuple(thresholds), prec, rec, f)
 
 # %% ../../nbs/81_eval.surface.ipynb #10c1cf7e
@@ -138,7 +140,8 @@ def surface_metrics(pred_verts: np.ndarray, pred_faces: np.ndarray,  # [V, 3], [
                     seed: int = 0,
                     **view_kw,
                    ) -> SurfaceMetrics:
-    "Sample both surfaces the same way, apply the same masks, and compare (NPHM's `sample_surface_points` + `eval_pointcloud`)."
+    """Sample both surfaces the same way, apply the same masks, and compare (NPHM's `sample_surface_points` +
+    `eval_pointcloud`)."""
     import trimesh
     rng = np.random.default_rng(seed)
     def sample(v, f):

@@ -1,5 +1,4 @@
-"""The error of a fitted head against the true head of the same topology, after the best similarity transform —
-over the whole head, a vertex mask, or NoW's face crop.
+"""The error of a fitted head against the true head of the same topology, after a similarity alignment.
 
 Docs: https://headbook.github.io/headbook/eval.vertex.html.md"""
 
@@ -19,7 +18,8 @@ __all__ = ['neutral_vertex_error']
 # %% ../../nbs/82_eval.vertex.ipynb #a0c678bd
 def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
                          shape_gt: Tensor,          # [B, S''] true identity
-                         region: Tensor | str | None = None,  # [V] bool mask, "now" (NoW's face crop of each true head) or None (whole head)
+                         # [V] bool mask, "now" (NoW's face crop of each true head) or None (whole head)
+                         region: Tensor | str | None = None,
                         ) -> Tensor:  # [B] median vertex distance in mm after a similarity alignment
     "Compare neutral (zero expression and pose) heads after the best similarity transform (NoW's `procrustes`)."
     with torch.no_grad():
@@ -31,7 +31,8 @@ def neutral_vertex_error(model, shape_fit: Tensor,  # [B, S'] fitted identity
     elif isinstance(region, str):
         if region != "now": raise ValueError(f"region must be a [V] bool mask, 'now' or None, got {region!r}")
         # NoW's crop (eval.now.crop_face: a ball around the face from the 7 landmarks) of each true neutral head
-        masks = [np.isin(np.arange(V), crop_face(y * 1000, l[list(NOW_FROM_IBUG68)] * 1000).vertex_ids) for y, l in zip(b, lm)]
+        now7 = list(NOW_FROM_IBUG68)
+        masks = [np.isin(np.arange(V), crop_face(y * 1000, l[now7] * 1000).vertex_ids) for y, l in zip(b, lm)]
     else:
         r = torch.as_tensor(region, dtype=torch.bool).cpu().numpy()
         if r.shape != (V,): raise ValueError(f"region must be a bool mask [{V}], got {list(r.shape)}")

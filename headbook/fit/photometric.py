@@ -1,4 +1,4 @@
-"""Fit FLAME identity, expression, pose, albedo, spherical-harmonics light and a camera to photos by analysis by synthesis: landmarks first, then every pixel of skin.
+"""Fit a head model, albedo, SH light and a camera to photos by analysis by synthesis.
 
 Docs: https://headbook.github.io/headbook/fit.photometric.html.md"""
 

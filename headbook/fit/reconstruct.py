@@ -1,4 +1,4 @@
-"""Photos in, one folder per photo out: a coloured mesh, the fitted parameters, an overlay, a 3D viewer and a JSON report.
+"""Photos in, one folder per photo out: mesh, parameters, overlay, 3D viewer and a JSON report.
 
 Docs: https://headbook.github.io/headbook/fit.reconstruct.html.md"""
 
@@ -41,7 +41,8 @@ def _overlay(rgb, render, mask, T, det, fit, alpha=0.6):
     from PIL import Image, ImageDraw
     H, W = rgb.shape[:2]
     r = warp_to_photo((render.clip(0, 1) * 255).round().astype(np.uint8), T, (H, W)).astype(np.float32)
-    m1 = warp_to_photo((mask.clip(0, 1) * 255).round().astype(np.uint8)[..., None].repeat(3, 2), T, (H, W)).astype(np.float32) / 255
+    m8 = (mask.clip(0, 1) * 255).round().astype(np.uint8)[..., None].repeat(3, 2)
+    m1 = warp_to_photo(m8, T, (H, W)).astype(np.float32) / 255
     rgbf = rgb.astype(np.float32)
     panels = [rgbf, rgbf * 0.25 * (1 - m1) + r * m1, rgbf * (1 - alpha * m1) + r * alpha * m1]
     ims = [Image.fromarray(p.round().clip(0, 255).astype(np.uint8)) for p in panels]
@@ -71,7 +72,8 @@ def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timi
     files["params.npz"] = out / "params.npz"
     fit68 = T.to_photo(res.landmarks2d[b].cpu().numpy())
     nme, iod = landmark_nme(fit68, det68)
-    _overlay(rgb, res.render[b].permute(1, 2, 0).cpu().numpy(), res.render_mask[b, 0].cpu().numpy(), T, det68, fit68).save(out / "overlay.png")
+    render, cover = res.render[b].permute(1, 2, 0).cpu().numpy(), res.render_mask[b, 0].cpu().numpy()
+    _overlay(rgb, render, cover, T, det68, fit68).save(out / "overlay.png")
     files["overlay.png"] = out / "overlay.png"
     (out / "viewer.html").write_text(k3d_html(res.vertices[b].cpu(), faces, res.albedo[b].cpu()))
     files["viewer.html"] = out / "viewer.html"
@@ -106,7 +108,8 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
     elif isinstance(preset, FitConfig): cfg, preset_name = preset, "custom"
     else: raise TypeError(f"preset must be a name in {sorted(PRESETS)} or a FitConfig, got {type(preset).__name__}")
     if cfg.w_silhouette > 0:
-        raise ValueError(f"preset {preset_name!r} fits the head's outline, which needs a head mask of each photo; reconstruct has "
+        raise ValueError(f"preset {preset_name!r} fits the head's outline, which needs a head mask of each photo; "
+                         "reconstruct has "
                          "none (on a real photo the outline is the hair): use 'default' or 'accurate'")
     cfg = replace(cfg, progress=progress and cfg.progress, shared_identity=same_person or cfg.shared_identity)
     head = load_head_model(model) if isinstance(model, (str, Path)) else model
@@ -140,11 +143,14 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
         r = results[g["i"]]
         t0 = time.perf_counter()
         stem = Path(r.photo).stem
-        timings = dict(detect_s=g["detect_s"], fit_batch_s=res.timings["total"], fit_share_s=res.timings["total"] / len(good),
-                       rigid_per_iter_s=res.timings["rigid_per_iter"], full_per_iter_s=res.timings["full_per_iter"], batch=len(good))
+        t = res.timings
+        timings = dict(detect_s=g["detect_s"], fit_batch_s=t["total"], fit_share_s=t["total"] / len(good),
+                       rigid_per_iter_s=t["rigid_per_iter"], full_per_iter_s=t["full_per_iter"], batch=len(good))
         try:
-            files, nme = _write(out_dir / stem, r.photo, g["rgb"], g["T"], g["det68"], res, b, head, cfg, preset_name, timings)
+            files, nme = _write(out_dir / stem, r.photo, g["rgb"], g["T"], g["det68"], res, b, head, cfg, preset_name,
+                                timings)
         except OSError as e:
-            results[g["i"]] = PhotoResult(r.photo, False, error=f"could not write results to {out_dir / stem}: {e}"); continue
+            results[g["i"]] = PhotoResult(r.photo, False, error=f"could not write results to {out_dir / stem}: {e}")
+            continue
         results[g["i"]] = PhotoResult(r.photo, True, out_dir / stem, None, nme, files)
     return results

@@ -1,4 +1,4 @@
-"""The calibrated pinhole camera in the OpenCV convention, DECA's weak-perspective camera, and the one conversion to PyTorch3D.
+"""The OpenCV pinhole camera, DECA's weak-perspective camera, and the one conversion to PyTorch3D.
 
 Docs: https://headbook.github.io/headbook/geometry.cameras.html.md"""
 

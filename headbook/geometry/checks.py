@@ -1,4 +1,4 @@
-"""The one shape-and-value check that every public entry point of the book uses, so that a wrong input is refused with a message that names the argument and the shape it should have.
+"""The one shape-and-value check of every public entry point: errors that name the argument and its shape.
 
 Docs: https://headbook.github.io/headbook/geometry.checks.html.md"""
 

@@ -19,7 +19,8 @@ __all__ = ['face_normals', 'face_areas', 'vertex_normals', 'face_frames', 'baryc
 def _bverts(v: Tensor, name="verts") -> Tensor:
     if not isinstance(v, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
     if v.dim() == 2: v = v[None]
-    if v.dim() != 3 or v.shape[-1] != 3: raise ValueError(f"{name} must have shape [B, V, 3] or [V, 3], got {list(v.shape)}")
+    if v.dim() != 3 or v.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape [B, V, 3] or [V, 3], got {list(v.shape)}")
     return v
 
 def _faces(f: Tensor) -> Tensor:
@@ -76,7 +77,8 @@ def barycentric_interpolate(values: Tensor,    # [B, V, D] per-vertex values (po
     if face_idx.dim() == 1: face_idx = face_idx[None].expand(B, -1)
     if bary.dim() == 2: bary = bary[None].expand(B, -1, -1)
     vi = f[face_idx]                                                  # [B, N, 3]
-    tri = torch.gather(values, 1, vi.reshape(B, -1, 1).expand(-1, -1, values.shape[-1])).reshape(B, -1, 3, values.shape[-1])
+    D = values.shape[-1]
+    tri = torch.gather(values, 1, vi.reshape(B, -1, 1).expand(-1, -1, D)).reshape(B, -1, 3, D)
     return (tri * bary[..., None].to(values.dtype)).sum(-2)
 
 def sample_points(verts: Tensor,  # [B, V, 3] (the first mesh sets the area weights)

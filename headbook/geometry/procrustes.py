@@ -1,4 +1,4 @@
-"""The least-squares similarity between two point sets (Umeyama / MATLAB's `procrustes`), with the reflection rule the NoW protocol uses.
+"""The least-squares similarity between two point sets, with the reflection rule the NoW protocol uses.
 
 Docs: https://headbook.github.io/headbook/geometry.procrustes.html.md"""
 
@@ -29,7 +29,8 @@ class Similarity:
 def procrustes(src: np.ndarray,  # [L, 3] points to move (prediction landmarks)
                dst: np.ndarray,  # [L, 3] target points (scan landmarks)
                scaling: bool = True,
-               reflection: bool | str = "best",  # "best" (the reference), False (rotation only) or True (force reflection)
+               # "best" (the reference), False (rotation only) or True (force reflection)
+               reflection: bool | str = "best",
               ) -> Similarity:
     "Least-squares similarity src → dst (mirrors `scan2mesh_computations.py: procrustes`)."
     X = np.asarray(dst, np.float64); Y = np.asarray(src, np.float64)

@@ -1,4 +1,4 @@
-"""MediaPipe's 478 points, the 68-point iBUG scheme derived from them, NoW's 7 points, each head model's landmark embedding, and a skin mask for the photometric loss.
+"""MediaPipe's 478 points, iBUG's 68, NoW's 7, each head model's embedding, and a skin mask.
 
 Docs: https://headbook.github.io/headbook/landmarks.conventions.html.md"""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skimage.draw import polygon as _fill_polygon
+from ..eval.now import NOW_FROM_IBUG68, NOW_LANDMARK_NAMES
 
 # %% auto #0
 __all__ = ['MP478_TO_IBUG68', 'IBUG68_REGIONS', 'IBUG68_MIRROR', 'IBUG68_TO_NOW7', 'NOW7_NAMES', 'MP478_TO_NOW7',
@@ -41,9 +42,10 @@ IBUG68_MIRROR = np.array(
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65], dtype=np.int64)
 
 # %% ../../nbs/25_landmarks.conventions.ipynb #abc9fb81
-IBUG68_TO_NOW7 = np.array([36, 39, 42, 45, 33, 48, 54], dtype=np.int64)  # [7]
-NOW7_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
-              "nose_bottom", "right_mouth_corner", "left_mouth_corner")
+# One copy of the NoW table: the protocol (`eval.now`) owns it, because eval sits below landmarks and may not
+# import them; here it becomes an index array.
+IBUG68_TO_NOW7 = np.array(NOW_FROM_IBUG68, dtype=np.int64)  # [7]
+NOW7_NAMES = NOW_LANDMARK_NAMES
 MP478_TO_NOW7 = MP478_TO_IBUG68[IBUG68_TO_NOW7]  # [7]
 
 # %% ../../nbs/25_landmarks.conventions.ipynb #34e01edc
@@ -92,7 +94,8 @@ MP478_OUTER_LIPS = np.array([61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 37
 def _region_polygons(pts):  # [478|468|68, 2] pixels -> (oval [K,2], [holes])
     if len(pts) == 68:
         brows = pts[17:27]
-        eye_top = np.concatenate([pts[[36, 37, 38, 39, 39]], pts[[42, 42, 43, 44, 45]]])  # eye points under each brow point
+        # eye points under each brow point
+        eye_top = np.concatenate([pts[[36, 37, 38, 39, 39]], pts[[42, 42, 43, 44, 45]]])
         lowered = brows + 0.45 * (eye_top - brows)      # lower edge of a brow band
         oval = np.concatenate([pts[0:17], brows[::-1]])
         holes = [pts[36:42], pts[42:48], np.concatenate([brows[:5], lowered[:5][::-1]]),

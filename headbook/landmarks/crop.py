@@ -1,5 +1,4 @@
-"""The one square crop around a face that every method uses: the box from the landmarks, the crop transform, and
-the warps from photo to crop and back.
+"""The one square face crop every method uses: the box, the crop transform, the warps both ways.
 
 Docs: https://headbook.github.io/headbook/landmarks.crop.html.md"""
 

@@ -1,4 +1,4 @@
-"""Read a photo safely, find the largest face, and return MediaPipe's 478-point face mesh in pixels — no download, no GPU.
+"""Read a photo safely, find the largest face, and return MediaPipe's 478-point face mesh in pixels.
 
 Docs: https://headbook.github.io/headbook/landmarks.detect.html.md"""
 
@@ -73,7 +73,8 @@ def _read_file(path: Path) -> tuple[np.ndarray, str | None]:
                 return np.repeat(np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)[..., None], 3, 2), mode
             return np.asarray(im.convert("RGB")), (None if mode == "RGB" else mode)
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a readable image (PIL cannot identify the format; is it really a photo?)") from None
+        raise ImageError(f"{path}: not a readable image (PIL cannot identify the format; is it really a "
+                         "photo?)") from None
     except OSError as e:
         raise ImageError(f"{path}: the image file is damaged or truncated ({e})") from None
 
@@ -91,7 +92,8 @@ def read_image(src,                    # path (str/Path), numpy array, or tensor
         t = src.detach().cpu()
         if t.dim() == 4 and t.shape[0] == 1: t = t[0]
         if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
-            raise ImageError(f"{name}: tensor images must be [3, H, W] or [1, 3, H, W] in [0, 1], got {list(src.shape)}")
+            raise ImageError(f"{name}: tensor images must be [3, H, W] or [1, 3, H, W] in [0, 1], got "
+                             f"{list(src.shape)}")
         rgb, conv = _array_to_rgb(t.permute(1, 2, 0).float().numpy(), name)
     elif isinstance(src, np.ndarray):
         name = name or "<array>"
@@ -100,7 +102,8 @@ def read_image(src,                    # path (str/Path), numpy array, or tensor
         raise TypeError(f"expected a path, numpy array or torch.Tensor, got {type(src).__name__}")
     H, W = rgb.shape[:2]
     if min(H, W) < min_side:
-        raise ImageError(f"{name}: image is {W}x{H} pixels; at least {min_side} pixels per side are needed to find a face")
+        raise ImageError(f"{name}: image is {W}x{H} pixels; at least {min_side} pixels per side are needed to find a "
+                         "face")
     return LoadedImage(rgb, name, conv)
 
 def load_image(src, min_side: int = MIN_SIDE) -> np.ndarray:  # [H, W, 3] uint8 RGB

@@ -1,4 +1,4 @@
-"""FLAME 2020 / 2023 / 2023 Open pickles through a restricted unpickler (no chumpy needed, no code executed), landmark embeddings, texture spaces, and where to get each file.
+"""FLAME pickles through a restricted unpickler, landmark embeddings, textures, and where to get them.
 
 Docs: https://headbook.github.io/headbook/models.assets.html.md"""
 
@@ -97,7 +97,8 @@ def safe_load_pickle(path_or_bytes) -> object:
     return _dechumpy(obj)
 
 def safe_load_npy(path) -> object:
-    "Load a .npy; object arrays (pickled dicts such as DECA's landmark_embedding.npy) go through the restricted unpickler."
+    """Load a .npy; object arrays (pickled dicts such as DECA's landmark_embedding.npy) go through the restricted
+    unpickler."""
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"file not found: {p}")
     with open(p, "rb") as f:
@@ -171,7 +172,8 @@ def read_flame_pkl(path, landmarks: dict | None = None) -> HeadModelData:
     lm = landmarks or read_landmark_embedding(path.parent)
     if lm is None or "dynamic_lmk_faces_idx" not in lm:
         raise FileNotFoundError(f"no landmark embedding beside {path}: put DECA's landmark_embedding.npy, or "
-                                "flame_static_embedding.pkl + flame_dynamic_embedding.npy (RingNet/TF_FLAME), in the same folder")
+                                "flame_static_embedding.pkl + flame_dynamic_embedding.npy (RingNet/TF_FLAME), "
+                                "in the same folder")
     parents = np.asarray(d["kintree_table"])[0].astype(np.int64); parents[0] = -1
     eyelids = None
     le, re = path.parent / "l_eyelid.npy", path.parent / "r_eyelid.npy"
@@ -190,37 +192,45 @@ def read_flame_pkl(path, landmarks: dict | None = None) -> HeadModelData:
         eyelid_dirs=eyelids, name=path.stem, extras={"source": str(path), "sha256": sha256(path)}, **albedo)
 
 def write_flame_pkl(data: HeadModelData, path) -> Path:
-    "Write FLAME's pkl layout in plain numpy (shape padded to 300, expression to 100) and the landmark files smplx and DECA read."
+    """Write FLAME's pkl layout in plain numpy (shape padded to 300, expression to 100) and the landmark files smplx
+    and DECA read."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     V = data.n_verts
     S, E = data.shapedirs.shape[2], data.exprdirs.shape[2]
-    if S > 300 or E > 100: raise ValueError(f"FLAME's layout holds at most 300 shape and 100 expression components, got {S} and {E}")
+    if S > 300 or E > 100:
+        raise ValueError(f"FLAME's layout holds at most 300 shape and 100 expression components, got {S} and {E}")
     sd = np.zeros((V, 3, 400), np.float64)
     sd[:, :, :S] = data.shapedirs; sd[:, :, 300:300 + E] = data.exprdirs
     kin = np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64)
     kin[0, 1:] = np.asarray(data.parents)[1:]
     J = np.asarray(data.J_regressor, np.float64) @ np.asarray(data.v_template, np.float64)
     out = dict(v_template=np.asarray(data.v_template, np.float64), f=np.asarray(data.faces).astype(np.uint32),
-               shapedirs=sd, posedirs=np.asarray(data.posedirs, np.float64), J_regressor=np.asarray(data.J_regressor, np.float64),
+               shapedirs=sd, posedirs=np.asarray(data.posedirs, np.float64),
+               J_regressor=np.asarray(data.J_regressor, np.float64),
                weights=np.asarray(data.weights, np.float64), kintree_table=kin, J=J, bs_style="lbs", bs_type="lrotmin")
     with open(path, "wb") as f: pickle.dump(out, f, protocol=2)
     folder = path.parent
     with open(folder / "flame_static_embedding.pkl", "wb") as f:
         pickle.dump(dict(lmk_face_idx=np.asarray(data.static_lmk_faces_idx, np.int64),
                          lmk_b_coords=np.asarray(data.static_lmk_bary, np.float64)), f, protocol=2)
-    np.save(folder / "flame_dynamic_embedding.npy", np.array(dict(lmk_face_idx=np.asarray(data.dynamic_lmk_faces_idx, np.int64),
-                                                                  lmk_b_coords=np.asarray(data.dynamic_lmk_bary, np.float64)), dtype=object))
+    np.save(folder / "flame_dynamic_embedding.npy",
+            np.array(dict(lmk_face_idx=np.asarray(data.dynamic_lmk_faces_idx, np.int64),
+                          lmk_b_coords=np.asarray(data.dynamic_lmk_bary, np.float64)), dtype=object))
     contour0 = data.dynamic_lmk_faces_idx[0], data.dynamic_lmk_bary[0]
     np.save(folder / "landmark_embedding.npy", np.array(dict(
-        static_lmk_faces_idx=np.asarray(data.static_lmk_faces_idx, np.int64), static_lmk_bary_coords=np.asarray(data.static_lmk_bary, np.float64),
-        dynamic_lmk_faces_idx=np.asarray(data.dynamic_lmk_faces_idx, np.int64), dynamic_lmk_bary_coords=np.asarray(data.dynamic_lmk_bary, np.float64),
+        static_lmk_faces_idx=np.asarray(data.static_lmk_faces_idx, np.int64),
+        static_lmk_bary_coords=np.asarray(data.static_lmk_bary, np.float64),
+        dynamic_lmk_faces_idx=np.asarray(data.dynamic_lmk_faces_idx, np.int64),
+        dynamic_lmk_bary_coords=np.asarray(data.dynamic_lmk_bary, np.float64),
         full_lmk_faces_idx=np.concatenate([contour0[0], data.static_lmk_faces_idx])[None].astype(np.int64),
-        full_lmk_bary_coords=np.concatenate([contour0[1], data.static_lmk_bary])[None].astype(np.float64)), dtype=object))
+        full_lmk_bary_coords=np.concatenate([contour0[1], data.static_lmk_bary])[None].astype(np.float64)),
+        dtype=object))
     if data.eyelid_dirs is not None:
         np.save(folder / "l_eyelid.npy", np.asarray(data.eyelid_dirs[:, :, 0], np.float32))
         np.save(folder / "r_eyelid.npy", np.asarray(data.eyelid_dirs[:, :, 1], np.float32))
     if data.albedo_mean is not None and data.albedo_basis is not None:
-        np.savez(folder / "headbook_albedo.npz", mean=np.asarray(data.albedo_mean, np.float32), basis=np.asarray(data.albedo_basis, np.float32))
+        np.savez(folder / "headbook_albedo.npz", mean=np.asarray(data.albedo_mean, np.float32),
+                 basis=np.asarray(data.albedo_basis, np.float32))
     return path
 
 # %% ../../nbs/12_models.assets.ipynb #77e53554
@@ -228,7 +238,8 @@ def read_flame_texture(path) -> dict:
     "FLAME_texture.npz: mean [H,W,3] and basis [H,W,3,K] scaled to [0,1], UV coords `vt`, `ft` when present."
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"FLAME texture space not found: {p}. Download FLAME_texture.npz from https://flame.is.tue.mpg.de "
+        raise FileNotFoundError(f"FLAME texture space not found: {p}. "
+                                "Download FLAME_texture.npz from https://flame.is.tue.mpg.de "
                                 "(free registration) into $HEADBOOK_ASSETS/flame/")
     with np.load(p, allow_pickle=False) as z:
         out = {"mean": z["mean"].astype(np.float32) / 255.0, "basis": z["tex_dir"].astype(np.float32) / 255.0}
@@ -247,15 +258,18 @@ class AssetSpec:
     get: str          # how to get it
 
 ASSETS = [
-    AssetSpec("flame2020", ("generic_model.pkl",), ("flame", "FLAME2020", ""), "FLAME 2020 model (chumpy pickle; loads without chumpy)",
+    AssetSpec("flame2020", ("generic_model.pkl",), ("flame", "FLAME2020", ""),
+              "FLAME 2020 model (chumpy pickle; loads without chumpy)",
               "free registration at https://flame.is.tue.mpg.de (FLAME 2020)"),
     AssetSpec("flame2023", ("flame2023.pkl", "flame2023_no_jaw.pkl"), ("flame", "FLAME2023", ""), "FLAME 2023 model",
               "free registration at https://flame.is.tue.mpg.de (FLAME 2023)"),
-    AssetSpec("flame2023_open", ("flame2023_Open.pkl", "FLAME2023_Open.pkl"), ("flame", "FLAME2023", ""), "FLAME 2023 Open (CC BY 4.0)",
+    AssetSpec("flame2023_open", ("flame2023_Open.pkl", "FLAME2023_Open.pkl"), ("flame", "FLAME2023", ""),
+              "FLAME 2023 Open (CC BY 4.0)",
               "https://flame.is.tue.mpg.de (FLAME 2023 Open)"),
     AssetSpec("deca_landmarks", ("landmark_embedding.npy",), ("flame", ""), "DECA's 68-landmark embedding",
               "DECA's data folder (github.com/yfeng95/DECA, data/landmark_embedding.npy)"),
-    AssetSpec("tf_flame_landmarks", ("flame_static_embedding.pkl",), ("flame", ""), "RingNet/TF_FLAME static + dynamic embedding",
+    AssetSpec("tf_flame_landmarks", ("flame_static_embedding.pkl",), ("flame", ""),
+              "RingNet/TF_FLAME static + dynamic embedding",
               "github.com/TimoBolkart/TF_FLAME (data/flame_static_embedding.pkl, flame_dynamic_embedding.npy)"),
     AssetSpec("flame_texture", ("FLAME_texture.npz",), ("flame", ""), "FLAME albedo texture space",
               "free registration at https://flame.is.tue.mpg.de (FLAME texture space)"),
@@ -263,7 +277,8 @@ ASSETS = [
               "clone github.com/ICT-VGL/ICT-FaceKit (FaceXModel/), or ../shared/ict-facekit in this project"),
     AssetSpec("sheap_paper", ("model_paper.pt",), ("sheap", ""), "SHeaP released TorchScript model (paper)",
               "the SHeaP repository's release page (github.com/nlml/SHeaP)"),
-    AssetSpec("sheap_expressive", ("model_expressive.pt",), ("sheap", ""), "SHeaP released TorchScript model (expressive)",
+    AssetSpec("sheap_expressive", ("model_expressive.pt",), ("sheap", ""),
+              "SHeaP released TorchScript model (expressive)",
               "the SHeaP repository's release page (github.com/nlml/SHeaP)"),
 ]
 
@@ -300,6 +315,7 @@ def asset_report() -> list[dict]:
         sha = sha256(p) if p is not None and p.is_file() and p.stat().st_size < 500_000_000 else None
         note = ""
         if a.key == "flame2023_open" and sha is not None:
-            note = "matches the published sha256" if sha == FLAME_2023_OPEN_SHA256 else "sha256 differs from the published one"
+            same = sha == FLAME_2023_OPEN_SHA256
+            note = "matches the published sha256" if same else "sha256 differs from the published one"
         rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note))
     return rows

@@ -1,4 +1,4 @@
-"""One `nn.Module` for every head model: shape, expression, eyelids, global/neck/jaw/eye poses, translation → vertices, joints and 68 landmarks.
+"""One `nn.Module` for every head model: shape, expression, eyelids, poses → vertices, joints, landmarks.
 
 Docs: https://headbook.github.io/headbook/models.flame.html.md"""
 
@@ -6,18 +6,17 @@ Docs: https://headbook.github.io/headbook/models.flame.html.md"""
 
 # %% ../../nbs/11_models.flame.ipynb #af043701
 from __future__ import annotations
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn, Tensor
 from ..geometry.rotations import axis_angle_to_matrix
-from .lbs import pose_features, rigid_transforms, barycentric_landmarks, dynamic_contour_bin
+from ..geometry.mesh import barycentric_interpolate
+from .lbs import pose_features, rigid_transforms, skin, dynamic_contour_bin
 
 # %% auto #0
 __all__ = ['JOINT_NAMES', 'N_STATIC_LMK', 'N_CONTOUR_LMK', 'N_YAW_BINS', 'HeadModelData', 'validate_head_model_data',
-           'FLAMEOutput', 'FLAME', 'vertex_embedding', 'closest_point_embedding', 'yaw_of_bin',
-           'dynamic_contour_embedding', 'load_head_model']
+           'FLAMEOutput', 'FLAME']
 
 # %% ../../nbs/11_models.flame.ipynb #55f50354
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
@@ -67,15 +66,19 @@ def validate_head_model_data(d: HeadModelData):
         a = getattr(d, name)
         if a is None: continue
         a = np.asarray(a)
-        _req(a.ndim == 3 and a.shape[:2] == (V, 3), f"HeadModelData.{name} must have shape [{V}, 3, K], got {list(a.shape)}")
-    _req(np.asarray(d.posedirs).shape[2] == 36, f"HeadModelData.posedirs must have 36 components, got {np.asarray(d.posedirs).shape[2]}")
+        _req(a.ndim == 3 and a.shape[:2] == (V, 3),
+             f"HeadModelData.{name} must have shape [{V}, 3, K], got {list(a.shape)}")
+    P = np.asarray(d.posedirs).shape[2]
+    _req(P == 36, f"HeadModelData.posedirs must have 36 components, got {P}")
     f = np.asarray(d.faces)
     _req(f.ndim == 2 and f.shape[1] == 3, f"HeadModelData.faces must have shape [F, 3], got {list(f.shape)}")
     _req(f.min() >= 0 and f.max() < V, f"HeadModelData.faces index vertices outside [0, {V})")
     for name in ["v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights"]:
         _req(np.isfinite(np.asarray(getattr(d, name))).all(), f"HeadModelData.{name} contains NaN or inf")
-    if d.eyelid_dirs is not None: _req(np.asarray(d.eyelid_dirs).shape[2] == 2, "HeadModelData.eyelid_dirs must have 2 components (left, right)")
-    if d.albedo_mean is not None: _req(np.asarray(d.albedo_mean).shape == (V, 3), f"HeadModelData.albedo_mean must have shape [{V}, 3]")
+    if d.eyelid_dirs is not None:
+        _req(np.asarray(d.eyelid_dirs).shape[2] == 2, "HeadModelData.eyelid_dirs must have 2 components (left, right)")
+    if d.albedo_mean is not None:
+        _req(np.asarray(d.albedo_mean).shape == (V, 3), f"HeadModelData.albedo_mean must have shape [{V}, 3]")
 
 # %% ../../nbs/11_models.flame.ipynb #f0cc624d
 @dataclass
@@ -143,7 +146,8 @@ class FLAME(nn.Module):
             if not isinstance(v, Tensor): raise TypeError(f"{k} must be a torch.Tensor, got {type(v).__name__}")
             if v.dim() != 2: raise ValueError(f"{k} must have shape [B, {self._size(k)}], got {list(v.shape)}")
             if v.shape[0] != 1:
-                if B != 1 and v.shape[0] != B: raise ValueError(f"{k} has batch size {v.shape[0]}, other inputs have {B}")
+                if B != 1 and v.shape[0] != B:
+                    raise ValueError(f"{k} has batch size {v.shape[0]}, other inputs have {B}")
                 B = v.shape[0]
         return B
 
@@ -169,7 +173,8 @@ class FLAME(nn.Module):
             if v is None: continue
             if k in ("shape", "expression"):
                 lim = self.n_shape if k == "shape" else self.n_expr
-                if v.shape[1] > lim: raise ValueError(f"{k} must have shape [B, <= {lim}] for this model, got {list(v.shape)}")
+                if v.shape[1] > lim:
+                    raise ValueError(f"{k} must have shape [B, <= {lim}] for this model, got {list(v.shape)}")
             elif k == "eyelids":
                 if self.n_eyelids == 0: raise ValueError("eyelids given but this head model has no eyelid blend shapes")
                 if v.shape[1] != 2: raise ValueError(f"eyelids must have shape [B, 2], got {list(v.shape)}")
@@ -195,11 +200,11 @@ class FLAME(nn.Module):
         if eyelids is not None: lin.append(ex(eyelids))
         c = torch.cat(lin, 1) if lin else z(0)                                              # [B, n]
         n = c.shape[1]
-        v = torch.addmm(self.v_template.view(1, -1), torch.cat([pose_features(rot), c], 1), self.blend[:36 + n]).view(B, -1, 3)
+        feats = torch.cat([pose_features(rot), c], 1)                                    # [B, 36 + n]
+        v = torch.addmm(self.v_template.view(1, -1), feats, self.blend[:36 + n]).view(B, -1, 3)
         J = self.J_template + (c @ self.J_dirs[:n]).view(B, 5, 3) if n else self.J_template.expand(B, 5, 3)
         joints, A = rigid_transforms(rot, J, self.parents)
-        T = (self.weights @ A[..., :3, :].reshape(B, 5, 12)).view(B, -1, 3, 4)              # [B, V, 3, 4] blended transforms
-        verts = torch.einsum("bvij,bvj->bvi", T[..., :3], v) + T[..., 3]
+        verts = skin(v, A, self.weights)
         if translation is not None:
             tr = ex(translation)[:, None]
             verts, joints = verts + tr, joints + tr
@@ -211,80 +216,11 @@ class FLAME(nn.Module):
                                ) -> Tensor:  # [B, 68, 3]
         "The 68 iBUG landmarks: 17 yaw-dependent contour points (global ∘ neck yaw, DECA's chain), then 51 static."
         b = dynamic_contour_bin(rot_mats, (1, 0))
-        dyn = barycentric_landmarks(verts, self.faces, self.dynamic_lmk_faces_idx[b], self.dynamic_lmk_bary[b])
-        sta = barycentric_landmarks(verts, self.faces, self.static_lmk_faces_idx, self.static_lmk_bary)
+        dyn = barycentric_interpolate(verts, self.faces, self.dynamic_lmk_faces_idx[b], self.dynamic_lmk_bary[b])
+        sta = barycentric_interpolate(verts, self.faces, self.static_lmk_faces_idx, self.static_lmk_bary)
         return torch.cat([dyn, sta], 1)
 
     def extra_repr(self) -> str:
-        return f"name={self.data.name}, V={self.n_verts}, shape={self.n_shape}, expression={self.n_expr}, eyelids={self.n_eyelids}"
+        return (f"name={self.data.name}, V={self.n_verts}, shape={self.n_shape}, expression={self.n_expr}, "
+                f"eyelids={self.n_eyelids}")
 
-    def save_flame_pkl(self, path) -> Path:
-        "Write this model in FLAME's pkl layout (plain numpy) plus the landmark embedding files smplx and DECA read."
-        from headbook.models.assets import write_flame_pkl
-        return write_flame_pkl(self.data, path)
-
-# %% ../../nbs/11_models.flame.ipynb #02b03538
-def vertex_embedding(vertex_ids,  # [L] vertex indices
-                     faces,       # [F, 3]
-                    ) -> tuple[np.ndarray, np.ndarray]:  # face_idx [L], bary [L, 3]
-    "Embed landmarks that sit on vertices: the first face containing each vertex, one-hot barycentrics."
-    f = np.asarray(faces); ids = np.asarray(vertex_ids, dtype=np.int64)
-    fidx, bary = np.zeros(len(ids), np.int64), np.zeros((len(ids), 3), np.float32)
-    for i, v in enumerate(ids):
-        hit = np.argwhere(f == v)
-        if len(hit) == 0: raise ValueError(f"vertex {v} belongs to no face")
-        fidx[i] = hit[0, 0]; bary[i, hit[0, 1]] = 1
-    return fidx, bary
-
-def closest_point_embedding(verts,   # [V, 3]
-                            faces,   # [F, 3]
-                            points,  # [L, 3] points near the surface
-                           ) -> tuple[np.ndarray, np.ndarray]:  # face_idx [L], bary [L, 3]
-    "Embed arbitrary points at their closest surface point."
-    import trimesh
-    m = trimesh.Trimesh(np.asarray(verts, np.float64), np.asarray(faces), process=False)
-    cp, _, fi = trimesh.proximity.closest_point(m, np.asarray(points, np.float64))
-    bary = trimesh.triangles.points_to_barycentric(m.triangles[fi], cp)
-    bary = np.clip(bary, 0, None); bary /= bary.sum(1, keepdims=True)
-    return fi.astype(np.int64), bary.astype(np.float32)
-
-def yaw_of_bin(b: int) -> float:
-    "Yaw in degrees that contour bin `b` (0..78) stands for."
-    return -float(b) if b <= 39 else float(b - 39)
-
-def dynamic_contour_embedding(verts,       # [V, 3] neutral template
-                              faces,       # [F, 3]
-                              candidates,  # 17 int arrays: per contour landmark, a band of vertex ids
-                             ) -> tuple[np.ndarray, np.ndarray]:  # faces [79, 17], bary [79, 17, 3]
-    "For each yaw bin, the silhouette vertex of each band (subject's right: min x', left: max x', chin band: first)."
-    v = np.asarray(verts, np.float64)
-    if len(candidates) != N_CONTOUR_LMK: raise ValueError(f"candidates must hold {N_CONTOUR_LMK} bands, got {len(candidates)}")
-    out = np.zeros((N_YAW_BINS, N_CONTOUR_LMK), np.int64)
-    for b in range(N_YAW_BINS):
-        th = np.deg2rad(yaw_of_bin(b))
-        xr = v[:, 0] * np.cos(th) + v[:, 2] * np.sin(th)
-        for k, band in enumerate(candidates):
-            band = np.asarray(band, np.int64)
-            side = np.sign(v[band, 0].mean())
-            if k == N_CONTOUR_LMK // 2 or side == 0: out[b, k] = band[0]
-            else: out[b, k] = band[np.argmin(xr[band])] if side < 0 else band[np.argmax(xr[band])]
-    fi, bc = vertex_embedding(out.reshape(-1), faces)
-    return fi.reshape(N_YAW_BINS, N_CONTOUR_LMK), bc.reshape(N_YAW_BINS, N_CONTOUR_LMK, 3)
-
-# %% ../../nbs/11_models.flame.ipynb #03040428
-def load_head_model(name_or_path: str | Path = "synthhead",  # "synthhead", "ict", or a FLAME .pkl path
-                    n_shape: int | None = None, n_expr: int | None = None) -> FLAME:
-    "The FLAME layer for a named source (`synthhead` built in, `ict` from ICT-FaceKit) or a FLAME-layout .pkl."
-    key = str(name_or_path)
-    if key == "synthhead":
-        from headbook.models.synthhead import build_synthhead
-        return FLAME(build_synthhead(), n_shape, n_expr)
-    if key == "ict":
-        from headbook.models.ict import load_ict
-        return FLAME(load_ict(), n_shape, n_expr)
-    p = Path(key).expanduser()
-    if p.suffix == ".pkl" or p.exists():
-        from headbook.models.assets import read_flame_pkl
-        return FLAME(read_flame_pkl(p), n_shape, n_expr)
-    raise ValueError(f"unknown head model '{key}': use 'synthhead', 'ict', or the path of a FLAME .pkl "
-                     "(FLAME needs a free registration at https://flame.is.tue.mpg.de)")

@@ -1,4 +1,4 @@
-"""A real, MIT-licensed morphable head from light-stage scans, loaded in metres and given a FLAME skeleton (neck, jaw, eyes) so that the FLAME layer can articulate it.
+"""A real, MIT-licensed head from light-stage scans, in metres, with a FLAME skeleton (neck, jaw, eyes) to pose it.
 
 Docs: https://headbook.github.io/headbook/models.ict.html.md"""
 
@@ -14,7 +14,9 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 import torch
 from ..geometry.mesh import uniform_laplacian
-from .flame import HeadModelData, vertex_embedding, dynamic_contour_embedding
+from ..geometry.procrustes import procrustes
+from .flame import HeadModelData
+from .embeddings import vertex_embedding, dynamic_contour_embedding
 
 # %% auto #0
 __all__ = ['ICT_GEOMETRY', 'ICT_N_VERTS', 'ICT_N_POLYS', 'ICT_NARROW_FACE_LAST', 'ICT_LOWER_TEETH', 'ICT_SUBSETS',
@@ -78,7 +80,8 @@ def _ict_candidates() -> list[Path]:
 # %% ../../nbs/14_models.ict.ipynb #fc26ea1b
 def find_ict(path: str | Path | None = None,  # the npz, a FaceXModel/ folder, or a folder holding either
             ) -> Path:
-    "The ICT-FaceKit source to load: `path` if given, else `$HEADBOOK_ICT`, `$HEADBOOK_ASSETS/ict-facekit`, `~/.cache/headbook/ict-facekit`, `../shared/ict-facekit`."
+    """The ICT-FaceKit source to load: `path` if given, else `$HEADBOOK_ICT`, `$HEADBOOK_ASSETS/ict-facekit`,
+    `~/.cache/headbook/ict-facekit`, `../shared/ict-facekit`."""
     looked = [Path(path).expanduser()] if path is not None else _ict_candidates()
     for p in looked:
         if _is_ict(p): return p
@@ -158,7 +161,8 @@ def ict_subset(polygons: np.ndarray,  # [P, 4] full-topology polygons
     "Vertices of the named geometries and the triangles among them, re-indexed."
     names = ICT_SUBSETS[subset] if isinstance(subset, str) and subset in ICT_SUBSETS else subset
     if isinstance(names, str) or any(n not in ICT_GEOMETRY for n in names):
-        raise ValueError(f"subset must be one of {list(ICT_SUBSETS)} or a tuple of {list(ICT_GEOMETRY)}, got {subset!r}")
+        raise ValueError(f"subset must be one of {list(ICT_SUBSETS)} or a tuple of {list(ICT_GEOMETRY)}, "
+                         f"got {subset!r}")
     keep = np.zeros(ICT_N_VERTS, bool)
     for n in names:
         a, b = ICT_GEOMETRY[n][:2]; keep[a:b + 1] = True
@@ -173,7 +177,8 @@ def orientation_check(verts: np.ndarray,  # [V, 3]
                       faces: np.ndarray,  # [F, 3]
                       centre=None,        # [3] point inside (default: the vertex mean)
                      ) -> tuple[float, float]:  # consistent-edge fraction, signed volume about centre
-    "Orientation of a triangle mesh: the fraction of interior edges its two faces traverse in opposite directions (1 = consistent), and the signed volume (positive = normals point out)."
+    """Orientation of a triangle mesh: the fraction of interior edges its two faces traverse in opposite directions (1
+    = consistent), and the signed volume (positive = normals point out)."""
     v = np.asarray(verts, np.float64); f = np.asarray(faces, np.int64)
     c = v.mean(0) if centre is None else np.asarray(centre, np.float64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
@@ -204,14 +209,6 @@ def _sphere_centre(X):
     A = np.c_[2 * X, np.ones(len(X))]
     return np.linalg.lstsq(A, (X ** 2).sum(1), rcond=None)[0][:3]
 
-def _rigid_fit(X, Y):
-    "R, t with Y ~= X R^T + t (Kabsch)."
-    cx, cy = X.mean(0), Y.mean(0)
-    U, _, Vt = np.linalg.svd((X - cx).T @ (Y - cy))
-    D = np.diag([1, 1, np.sign(np.linalg.det(Vt.T @ U.T))])
-    R = Vt.T @ D @ U.T
-    return R, cy - R @ cx
-
 # %% ../../nbs/14_models.ict.ipynb #0d6e2848
 @dataclass
 class JawHinge:
@@ -227,7 +224,8 @@ def jaw_hinge(raw: ICTRaw) -> JawHinge:
     d = raw.expression_deltas[raw.expression_names.index("jawOpen")].astype(np.float64) / 100
     a, b = ICT_LOWER_TEETH
     X = raw.neutral[a:b + 1].astype(np.float64) / 100
-    R, t = _rigid_fit(X, X + d[a:b + 1])
+    fit = procrustes(X, X + d[a:b + 1], scaling=False, reflection=False)   # rigid: Y ~= X R^T + t
+    R, t = fit.rotation, fit.translation
     ang = float(np.arctan2(R[2, 1], R[1, 1]))
     Rx = np.array([[1, 0, 0], [0, np.cos(ang), -np.sin(ang)], [0, np.sin(ang), np.cos(ang)]])
     yz = np.linalg.solve((np.eye(3) - Rx)[1:, 1:], t[1:])
@@ -375,13 +373,16 @@ _CACHE: dict = {}
 
 # %% ../../nbs/14_models.ict.ipynb #86094a77
 def load_ict(path: str | Path | None = None,  # ict_facekit_light.npz, a FaceXModel/ folder, or None (see `find_ict`)
-             subset: str | tuple = "default",  # "default" (face, head/neck, eyeballs), "face", "full", or geometry names
+             # "default" (face, head/neck, eyeballs), "face", "full", or geometry names
+             subset: str | tuple = "default",
              n_shape: int | None = 100,        # identity modes to keep (ICT has 100)
              n_expr: int | None = None,        # expression shapes to keep (default: all)
             ) -> HeadModelData:
-    "ICT-FaceKit as a FLAME-structured `HeadModelData`: metres, the vertex subset, 5 joints, fitted skinning, 68 landmarks."
+    """ICT-FaceKit as a FLAME-structured `HeadModelData`: metres, the vertex subset, 5 joints, fitted skinning, 68
+    landmarks."""
     src = find_ict(path)
-    key = (str(src.resolve()), src.stat().st_mtime, subset if isinstance(subset, str) else tuple(subset), n_shape, n_expr)
+    sub = subset if isinstance(subset, str) else tuple(subset)
+    key = (str(src.resolve()), src.stat().st_mtime, sub, n_shape, n_expr)
     if key in _CACHE: return _CACHE[key]
     raw = read_ict(src)
     ids, faces = ict_subset(raw.polygons, subset)
@@ -401,7 +402,8 @@ def load_ict(path: str | Path | None = None,  # ict_facekit_light.npz, a FaceXMo
         v_template=v.astype(np.float32), faces=faces.astype(np.int64),
         shapedirs=dirs(raw.identity_deltas, S), exprdirs=dirs(raw.expression_deltas, E),
         posedirs=np.zeros((len(ids), 3, 36), np.float32), J_regressor=Jr.astype(np.float32),
-        weights=W.astype(np.float32), parents=ICT_PARENTS.copy(), **emb, name=f"ict-{subset if isinstance(subset, str) else 'custom'}",
+        weights=W.astype(np.float32), parents=ICT_PARENTS.copy(), **emb,
+        name=f"ict-{subset if isinstance(subset, str) else 'custom'}",
         extras=dict(ict_vertex_ids=ids, expression_names=list(raw.expression_names[:E]),
                     face_mask=face_mask, narrow_face_mask=face_mask & (ids <= ICT_NARROW_FACE_LAST),
                     landmark_vertex_ids=lmk, now7_vertex_ids=lmk[list(NOW_FROM_IBUG)],

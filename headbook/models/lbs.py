@@ -1,4 +1,4 @@
-"""Blend shapes, joint regression, the rigid kinematic chain, skinning and barycentric landmarks — plain functions, no state.
+"""Blend shapes, joint regression, the kinematic chain, skinning, the contour's yaw bin — plain functions, no state.
 
 Docs: https://headbook.github.io/headbook/models.lbs.html.md"""
 
@@ -11,8 +11,7 @@ from torch import Tensor
 from ..geometry.rotations import axis_angle_to_matrix
 
 # %% auto #0
-__all__ = ['blend_shapes', 'vertices_to_joints', 'pose_features', 'rigid_transforms', 'skin', 'barycentric_landmarks',
-           'dynamic_contour_bin', 'lbs']
+__all__ = ['blend_shapes', 'vertices_to_joints', 'pose_features', 'rigid_transforms', 'skin', 'dynamic_contour_bin', 'lbs']
 
 # %% ../../nbs/10_models.lbs.ipynb #b6277916
 def blend_shapes(coeffs: Tensor,  # [B, K]
@@ -62,23 +61,10 @@ def skin(verts: Tensor,       # [B, V, 3] rest-pose (shaped, corrected) vertices
         ) -> Tensor:  # [B, V, 3]
     "Linear blend skinning: v' = (sum_k w_k A_k) v."
     B, J = transforms.shape[:2]
-    T = (weights @ transforms[..., :3, :].reshape(B, J, 12)).reshape(B, -1, 3, 4)    # [B, V, 3, 4]
-    return (T[..., :3] @ verts[..., None])[..., 0] + T[..., 3]
+    T = (weights @ transforms[..., :3, :].reshape(B, J, 12)).view(B, -1, 3, 4)       # [B, V, 3, 4] blended transforms
+    return torch.einsum("bvij,bvj->bvi", T[..., :3], verts) + T[..., 3]
 
 # %% ../../nbs/10_models.lbs.ipynb #94fcea05
-def barycentric_landmarks(verts: Tensor,         # [B, V, 3]
-                          faces: Tensor,         # [F, 3]
-                          lmk_faces_idx: Tensor,  # [L] or [B, L]
-                          lmk_bary: Tensor,       # [L, 3] or [B, L, 3]
-                         ) -> Tensor:  # [B, L, 3]
-    "Points at fixed barycentric coordinates on mesh faces."
-    B = verts.shape[0]
-    if lmk_faces_idx.dim() == 1: lmk_faces_idx = lmk_faces_idx[None].expand(B, -1)
-    if lmk_bary.dim() == 2: lmk_bary = lmk_bary[None].expand(B, -1, -1)
-    vi = faces[lmk_faces_idx]                                            # [B, L, 3]
-    tri = torch.gather(verts, 1, vi.reshape(B, -1, 1).expand(-1, -1, 3)).reshape(B, -1, 3, 3)
-    return (tri * lmk_bary[..., None].to(verts.dtype)).sum(-2)
-
 def dynamic_contour_bin(rot_mats: Tensor,  # [B, J, 3, 3] local rotations (root first)
                         neck_chain: list[int] = (1, 0),  # joints from the neck up to the root
                        ) -> Tensor:  # [B] long, bin index into the 79 yaw bins

@@ -1,4 +1,4 @@
-"""Surfels — flat 2D Gaussians in 3D — rasterised front to back, in pure tile-binned torch, with gsplat's argument names and its CUDA kernels when available.
+"""Surfels — flat 2D Gaussians in 3D — rasterised front to back in torch, with gsplat as a twin.
 
 Docs: https://headbook.github.io/headbook/render.gaussians.html.md"""
 
@@ -39,7 +39,8 @@ def _sh_colors(colors: Tensor, dirs: Tensor, sh_degree: int) -> Tensor:
     c = SH_C0 * colors[None, :, 0]
     if sh_degree >= 1:
         d = torch.nn.functional.normalize(dirs, dim=-1); x, y, z = d.unbind(-1)
-        c = c + SH_C1 * (-y[..., None] * colors[None, :, 1] + z[..., None] * colors[None, :, 2] - x[..., None] * colors[None, :, 3])
+        c = c + SH_C1 * (-y[..., None] * colors[None, :, 1] + z[..., None] * colors[None, :, 2]
+                         - x[..., None] * colors[None, :, 3])
     return torch.clamp_min(c + 0.5, 0.0)
 
 # %% ../../nbs/22_render.gaussians.ipynb #a261e98e
@@ -49,7 +50,9 @@ def project_surfels(means: Tensor,     # [N, 3] world
                     viewmats: Tensor,  # [C, 4, 4] world-to-camera
                     Ks: Tensor,        # [C, 3, 3]
                     near_plane: float = 0.01, far_plane: float = 1e10,
-                   ) -> dict:  # M [C,N,3,3], means2d [C,N,2], depths [C,N], normals [C,N,3] (camera), bbox [C,N,4] x0,y0,x1,y1, valid [C,N]
+                   # M [C,N,3,3], means2d [C,N,2], depths [C,N], normals [C,N,3] (camera), bbox [C,N,4] x0,y0,x1,y1,
+                   # valid [C,N]
+                   ) -> dict:
     "Per camera: the plane-to-image homography M = K [a b c] of every surfel, its centre, depth, normal and box."
     Rw = quaternion_to_matrix(quats)                                         # [N, 3, 3] columns t_u, t_v, t_w
     Rc, tc = viewmats[:, :3, :3], viewmats[:, :3, 3]                          # [C, 3, 3], [C, 3]
@@ -70,7 +73,8 @@ def project_surfels(means: Tensor,     # [N, 3] world
         behind = (cz <= 1e-6).any(-1)
         pc = (corners @ Ks[:, None].transpose(-1, -2))
         pc = pc[..., :2] / cz.clamp_min(1e-6)[..., None]
-        lo = torch.minimum(pc.amin(-2), means2d - _FILTER_REACH); hi = torch.maximum(pc.amax(-2), means2d + _FILTER_REACH)
+        lo = torch.minimum(pc.amin(-2), means2d - _FILTER_REACH)
+        hi = torch.maximum(pc.amax(-2), means2d + _FILTER_REACH)
         big = torch.tensor(1e7, dtype=means.dtype, device=means.device)
         lo = torch.where(behind[..., None], -big, lo); hi = torch.where(behind[..., None], big, hi)
         bbox = torch.cat([lo, hi], -1)
@@ -217,14 +221,20 @@ def rasterize_2dgs(means: Tensor,      # [N, 3] world centres
     _check(viewmats, "viewmats", (None, 4, 4)); C = viewmats.shape[0]; _check(Ks, "Ks", (C, 3, 3))
     if sh_degree is None:
         if not isinstance(colors, Tensor) or colors.dim() != 2 or colors.shape[0] != N:
-            raise ValueError(f"colors must have shape [N={N}, D] (or [N, K, 3] with sh_degree), got {list(getattr(colors, 'shape', []))}")
+            raise ValueError(f"colors must have shape [N={N}, D] (or [N, K, 3] with sh_degree), got "
+                             f"{list(getattr(colors, 'shape', []))}")
     else:
-        if sh_degree not in (0, 1): raise ValueError(f"sh_degree must be None, 0 or 1 (the reference stops at degree 1), got {sh_degree}")
+        if sh_degree not in (0, 1):
+            raise ValueError(f"sh_degree must be None, 0 or 1 (the reference stops at degree 1), got {sh_degree}")
         _check(colors, "colors (SH coefficients)", (N, None, 3))
-        if colors.shape[1] < (sh_degree + 1) ** 2: raise ValueError(f"colors needs {(sh_degree + 1) ** 2} SH coefficients for degree {sh_degree}, got {colors.shape[1]}")
-    if backgrounds is not None: _check(backgrounds, "backgrounds", (C, 3 if sh_degree is not None else colors.shape[-1]))
+        if colors.shape[1] < (sh_degree + 1) ** 2:
+            raise ValueError(f"colors needs {(sh_degree + 1) ** 2} SH coefficients for degree {sh_degree}, "
+                             f"got {colors.shape[1]}")
+    if backgrounds is not None:
+        _check(backgrounds, "backgrounds", (C, 3 if sh_degree is not None else colors.shape[-1]))
     if int(width) <= 0 or int(height) <= 0: raise ValueError(f"width and height must be positive, got {width}x{height}")
-    if backend not in ("auto", "torch", "gsplat"): raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
+    if backend not in ("auto", "torch", "gsplat"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}")
     args = (means, quats, scales, opacities, colors, viewmats, Ks, int(width), int(height))
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat_available())
     if use_gsplat:

@@ -1,4 +1,4 @@
-"""Second-order SH irradiance with the constants of DECA and photometric_optimization: 9 coefficients per colour channel.
+"""Second-order SH irradiance with the constants of DECA and photometric_optimization.
 
 Docs: https://headbook.github.io/headbook/render.lighting.html.md"""
 
@@ -66,8 +66,10 @@ def directional_sh(direction: Tensor,      # [B, 3] direction towards the lamp (
     if not isinstance(direction, Tensor) or direction.dim() != 2 or direction.shape[1] != 3:
         raise ValueError(f"direction must have shape [B, 3], got {getattr(direction, 'shape', type(direction))}")
     B, dev, dt = direction.shape[0], direction.device, direction.dtype
-    color = torch.as_tensor(color, dtype=dt, device=dev).expand(B, 3) if not isinstance(color, Tensor) or color.dim() < 2 else color
-    ambient = torch.as_tensor(ambient, dtype=dt, device=dev).expand(B, 3) if not isinstance(ambient, Tensor) or ambient.dim() < 2 else ambient
+    if not isinstance(color, Tensor) or color.dim() < 2:
+        color = torch.as_tensor(color, dtype=dt, device=dev).expand(B, 3)
+    if not isinstance(ambient, Tensor) or ambient.dim() < 2:
+        ambient = torch.as_tensor(ambient, dtype=dt, device=dev).expand(B, 3)
     n = _fibonacci_sphere(n_samples).to(dev)                           # [P, 3] float64
     Y = sh_basis(n)                                                     # [P, 9]
     d = torch.nn.functional.normalize(direction.double(), dim=-1)       # [B, 3]

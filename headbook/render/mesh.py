@@ -1,4 +1,4 @@
-"""Rasterisation of a batch of head meshes (a plain-torch z-buffer on CPU, PyTorch3D as its twin and on CUDA) with per-vertex albedo or a UV texture, SH light, and an OpenCV or weak-perspective camera per image.
+"""Rasterising a batch of head meshes with albedo, SH light and an OpenCV or weak-perspective camera.
 
 Docs: https://headbook.github.io/headbook/render.mesh.html.md"""
 
@@ -23,8 +23,10 @@ __all__ = ['RasterSettings', 'soft_settings', 'pinhole_to_ndc', 'weak_perspectiv
 @dataclass
 class RasterSettings:
     "How to rasterise; the defaults are the fast hard rasteriser."
-    backend: str = "auto"               # "zbuffer" (pure torch, hard), "pytorch3d" (reference twin) or "auto" (zbuffer on CPU when hard)
-    tile_size: int = 32                 # pytorch3d backend on CPU: side of the square tiles we bin triangles into (0: one naive pass)
+    # "zbuffer" (pure torch, hard), "pytorch3d" (reference twin) or "auto" (zbuffer on CPU when hard)
+    backend: str = "auto"
+    # pytorch3d backend on CPU: side of the square tiles we bin triangles into (0: one naive pass)
+    tile_size: int = 32
     bin_size: int | None = None         # CUDA: PyTorch3D's coarse-to-fine bin size (None: its heuristic)
     max_faces_per_bin: int | None = None  # CUDA: PyTorch3D's per-bin capacity (None: its default)
     faces_per_pixel: int = 1            # how many layers to keep per pixel (soft mode wants several)
@@ -100,8 +102,10 @@ def _rasterize_tiled(fv: Tensor,  # [B, F, 3, 3] NDC face vertices
     with torch.no_grad():
         u = (W - S * fv[..., 0]) / 2; v = (H - S * fv[..., 1]) / 2         # [B, F, 3] pixels
         pad = math.sqrt(blur) * S / 2 + 1.0
-        x0 = ((u.amin(-1) - pad) / T).floor().clamp(0, ntx - 1).long(); x1 = ((u.amax(-1) + pad) / T).floor().clamp(0, ntx - 1).long()
-        y0 = ((v.amin(-1) - pad) / T).floor().clamp(0, nty - 1).long(); y1 = ((v.amax(-1) + pad) / T).floor().clamp(0, nty - 1).long()
+        x0 = ((u.amin(-1) - pad) / T).floor().clamp(0, ntx - 1).long()
+        x1 = ((u.amax(-1) + pad) / T).floor().clamp(0, ntx - 1).long()
+        y0 = ((v.amin(-1) - pad) / T).floor().clamp(0, nty - 1).long()
+        y1 = ((v.amax(-1) + pad) / T).floor().clamp(0, nty - 1).long()
         on = (u.amax(-1) + pad >= 0) & (u.amin(-1) - pad <= W) & (v.amax(-1) + pad >= 0) & (v.amin(-1) - pad <= H)
         on &= fv[..., 2].amax(-1) > 0                                        # in front of the camera
         nx = (x1 - x0 + 1) * on; cnt = nx * (y1 - y0 + 1)                    # tiles per face [B, F]
@@ -155,12 +159,15 @@ def _zbuffer(fv: Tensor,  # [B, F, 3, 3] NDC face vertices
         xmin = torch.minimum(torch.minimum(x0, x1), x2); xmax = torch.maximum(torch.maximum(x0, x1), x2)
         ymin = torch.minimum(torch.minimum(y0, y1), y2); ymax = torch.maximum(torch.maximum(y0, y1), y2)
         # pixel column c has its centre at u = c + 1/2 = (W - S x) / 2 (x decreases with c); 0.01 px of slack
-        c0 = torch.ceil((W - S * xmax) / 2 - 0.51).clamp(0, W).long(); c1 = torch.floor((W - S * xmin) / 2 - 0.49).clamp(-1, W - 1).long()
-        r0 = torch.ceil((H - S * ymax) / 2 - 0.51).clamp(0, H).long(); r1 = torch.floor((H - S * ymin) / 2 - 0.49).clamp(-1, H - 1).long()
+        c0 = torch.ceil((W - S * xmax) / 2 - 0.51).clamp(0, W).long()
+        c1 = torch.floor((W - S * xmin) / 2 - 0.49).clamp(-1, W - 1).long()
+        r0 = torch.ceil((H - S * ymax) / 2 - 0.51).clamp(0, H).long()
+        r1 = torch.floor((H - S * ymin) / 2 - 0.49).clamp(-1, H - 1).long()
         bw = (c1 - c0 + 1).clamp_min(0); bh = (r1 - r0 + 1).clamp_min(0)
         A = (x2 - x0) * (y1 - y0) - (y2 - y0) * (x1 - x0) + _EPS               # e(v2; v0, v1) + eps
         sg = torch.where(A > 0, 1.0, -1.0)                                      # winding: inside <=> sg e_i > 0
-        cls = torch.bucketize(bw, torch.tensor(_WIDTHS, device=dev))            # width class: (_WIDTHS[c-1], _WIDTHS[c]]
+        # width class: (_WIDTHS[c-1], _WIDTHS[c]]
+        cls = torch.bucketize(bw, torch.tensor(_WIDTHS, device=dev))
         live = torch.nonzero(ok & (bw > 0) & (bh > 0)).squeeze(1)
         live = live[torch.argsort(cls[live], stable=True)]                     # faces grouped by width class
         # the winding folded in (exact: IEEE rounding is symmetric): sg e_i = (px - xa)(sg dyb) - (py - ya)(sg dxb)
@@ -182,7 +189,8 @@ def _zbuffer(fv: Tensor,  # [B, F, 3, 3] NDC face vertices
             rows_per_class = torch.bincount(cls[live], weights=bhl.double(), minlength=len(_WIDTHS) + 1).long().tolist()
             got_e, got_pair, got_col = [], [], []
             s0 = 0
-            for c, n in enumerate(rows_per_class):                               # all rows of one width class: a dense block
+            # all rows of one width class: a dense block
+            for c, n in enumerate(rows_per_class):
                 if n == 0: continue
                 wc = _WIDTHS[c] if c < len(_WIDTHS) else W
                 step = max(1, chunk // wc)
@@ -205,7 +213,8 @@ def _zbuffer(fv: Tensor,  # [B, F, 3, 3] NDC face vertices
             w = e / (A * sg)[fk, None]                                            # = e_i / A, bit for bit
             zk = torch.stack([z0, z1, z2], 1)[fk]
             if perspective_correct:                                               # PyTorch3D's order of products
-                q = torch.stack([w[:, 0] * zk[:, 1] * zk[:, 2], w[:, 1] * zk[:, 0] * zk[:, 2], w[:, 2] * zk[:, 0] * zk[:, 1]], 1)
+                q = torch.stack([w[:, 0] * zk[:, 1] * zk[:, 2], w[:, 1] * zk[:, 0] * zk[:, 2],
+                                 w[:, 2] * zk[:, 0] * zk[:, 1]], 1)
                 w = q / (q[:, 0] + q[:, 1] + q[:, 2])[:, None]
             pz = w[:, 0] * zk[:, 0] + w[:, 1] * zk[:, 1] + w[:, 2] * zk[:, 2]
             kk = ((pz + 0.0).view(torch.int32).long() << 32) | (fk % Fn)         # +0.0 turns -0.0 into +0.0
@@ -219,13 +228,15 @@ def _zbuffer(fv: Tensor,  # [B, F, 3, 3] NDC face vertices
 
 def _deferred_fragments(fv: Tensor,   # [B, F, 3, 3] NDC face vertices, with their autograd graph
                         p2f: Tensor,  # [B, H, W] packed face ids from `_zbuffer`
-                        image_size, perspective_correct: bool = False):  # -> bary [B,H,W,1,3], zbuf [B,H,W,1] (-1 empty)
+                        # -> bary [B,H,W,1,3], zbuf [B,H,W,1] (-1 empty)
+                        image_size, perspective_correct: bool = False):
     "Differentiable barycentrics and depth of each covered pixel's triangle at its pixel centre."
     B, Fn = fv.shape[:2]; H, W = image_size; dev = fv.device
     flat = p2f.reshape(-1)
     pix = torch.nonzero(flat >= 0).squeeze(1)
     x0, y0, z0, x1, y1, z1, x2, y2, z2 = fv.reshape(B * Fn, 9)[flat[pix]].unbind(1)
-    px = _pixel_centres_ndc(W, H, dev)[pix % W].to(fv.dtype); py = _pixel_centres_ndc(H, W, dev)[(pix // W) % H].to(fv.dtype)
+    px = _pixel_centres_ndc(W, H, dev)[pix % W].to(fv.dtype)
+    py = _pixel_centres_ndc(H, W, dev)[(pix // W) % H].to(fv.dtype)
     A = (x2 - x0) * (y1 - y0) - (y2 - y0) * (x1 - x0) + _EPS
     w0 = ((px - x1) * (y2 - y1) - (py - y1) * (x2 - x1)) / A
     w1 = ((px - x2) * (y0 - y2) - (py - y2) * (x0 - x2)) / A
@@ -243,7 +254,9 @@ def rasterize(ndc_verts: Tensor,  # [B, V, 3] from `pinhole_to_ndc` / `weak_pers
               faces: Tensor,      # [F, 3] int
               image_size: tuple[int, int],  # (H, W)
               settings: RasterSettings | None = None,
-             ):  # pytorch3d Fragments: pix_to_face [B,H,W,K] (packed ids b*F+f, -1 empty), zbuf, bary_coords [B,H,W,K,3], dists (None from the z-buffer)
+             # pytorch3d Fragments: pix_to_face [B,H,W,K] (packed ids b*F+f, -1 empty), zbuf, bary_coords [B,H,W,K,3],
+             # dists (None from the z-buffer)
+             ):
     "Rasterise: the torch z-buffer (hard, CPU default) or PyTorch3D (tiles on CPU, coarse-to-fine on CUDA)."
     from pytorch3d.renderer.mesh.rasterizer import Fragments
     s = settings or RasterSettings()
@@ -359,12 +372,16 @@ def _check_common(vertices, faces, image_size, albedo, sh, uvs, settings, light_
         if albedo.dim() == 3: _check(albedo, "albedo", (B, V, 3))
         elif albedo.dim() == 4:
             _check(albedo, "albedo (a UV texture)", (B, 3, None, None))
-            if uvs is None: raise ValueError("a UV texture albedo [B, 3, Ht, Wt] needs uvs=(verts_uvs [T, 2], faces_uvs [F, 3])")
+            if uvs is None:
+                raise ValueError("a UV texture albedo [B, 3, Ht, Wt] needs uvs=(verts_uvs [T, 2], faces_uvs [F, 3])")
             _check(uvs[0], "verts_uvs", (None, 2)); _check(uvs[1], "faces_uvs", (faces.shape[0], 3))
-        else: raise ValueError(f"albedo must be per-vertex [B, V, 3] or a texture [B, 3, Ht, Wt], got {list(albedo.shape)}")
+        else: raise ValueError(f"albedo must be per-vertex [B, V, 3] or a texture [B, 3, Ht, Wt], got "
+                               f"{list(albedo.shape)}")
     if sh is not None: _check(sh, "sh", (B, 9, 3))
-    if settings.shading not in ("vertex", "pixel"): raise ValueError(f"shading must be 'vertex' or 'pixel', got {settings.shading!r}")
-    if light_space not in ("world", "camera"): raise ValueError(f"light_space must be 'world' or 'camera', got {light_space!r}")
+    if settings.shading not in ("vertex", "pixel"):
+        raise ValueError(f"shading must be 'vertex' or 'pixel', got {settings.shading!r}")
+    if light_space not in ("world", "camera"):
+        raise ValueError(f"light_space must be 'world' or 'camera', got {light_space!r}")
 
 # %% ../../nbs/21_render.mesh.ipynb #2e3f2b44
 def render_mesh(vertices: Tensor,  # [B, V, 3] world, metres
@@ -373,7 +390,8 @@ def render_mesh(vertices: Tensor,  # [B, V, 3] world, metres
                 R: Tensor,         # [B, 3, 3] world-to-camera rotation
                 t: Tensor,         # [B, 3] world-to-camera translation
                 image_size: tuple[int, int],  # (H, W)
-                albedo: Tensor | None = None,  # [B, V, 3] per-vertex, or [B, 3, Ht, Wt] UV texture (needs uvs); None: grey 0.7
+                # [B, V, 3] per-vertex, or [B, 3, Ht, Wt] UV texture (needs uvs); None: grey 0.7
+                albedo: Tensor | None = None,
                 sh: Tensor | None = None,      # [B, 9, 3] SH light (render.lighting); None: unlit albedo
                 uvs: tuple[Tensor, Tensor] | None = None,  # (verts_uvs [T, 2] in [0,1] v up, faces_uvs [F, 3])
                 settings: RasterSettings | None = None,
@@ -400,5 +418,6 @@ def render_mesh_weak_perspective(vertices: Tensor,  # [B, V, 3] world
     _check_common(vertices, faces, image_size, albedo, sh, uvs, s, light_space)
     _check(cam, "cam", (vertices.shape[0], 3))
     ndc = weak_perspective_to_ndc(vertices, cam, image_size)
-    Rcam = torch.diag(torch.tensor([1., -1., -1.], dtype=vertices.dtype, device=vertices.device)).expand(vertices.shape[0], 3, 3)
+    flip = torch.tensor([1., -1., -1.], dtype=vertices.dtype, device=vertices.device)
+    Rcam = torch.diag(flip).expand(vertices.shape[0], 3, 3)
     return _render(vertices, ndc, faces, Rcam, image_size, albedo, sh, uvs, s, light_space)

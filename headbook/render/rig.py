@@ -1,4 +1,4 @@
-"""Surfels bound to head-mesh triangles — barycentric position, normal offset, rotation and scales in the triangle's frame — so they follow every animation of the head model.
+"""Surfels bound to head-mesh triangles, so they follow every animation of the head model.
 
 Docs: https://headbook.github.io/headbook/render.rig.html.md"""
 
@@ -76,7 +76,8 @@ def sample_binding(verts: Tensor,  # [V, 3] or [1, V, 3] rest-pose mesh
     _, face_idx, bary = sample_points(v[:1], faces, n, generator=generator)
     area = face_areas(v[:1], faces)[0]
     size = triangle_size(v[:1], faces)[0, face_idx]
-    s = (area.sum() / n).sqrt() / size                                      # ~ one surfel per (area / n), in triangle units
+    # ~ one surfel per (area / n), in triangle units
+    s = (area.sum() / n).sqrt() / size
     log_scales = torch.stack([s.log(), s.log(), (torch.full_like(s, thickness)).log()], -1)
     quats = torch.zeros(n, 4, dtype=v.dtype, device=v.device); quats[:, 0] = 1
     return GaussianBinding(face_idx=face_idx, bary=bary, offset=torch.zeros(n, dtype=v.dtype, device=v.device),

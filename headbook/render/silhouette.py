@@ -1,5 +1,4 @@
-"""A mesh's outer silhouette as seen by a camera, the distance to a mask's outline, and a differentiable lookup of such a
-map at projected points: what a silhouette or outline term in any fitting or learning method is made of.
+"""A mesh's outer silhouette, the distance to a mask's outline, and a differentiable lookup of it.
 
 Docs: https://headbook.github.io/headbook/render.silhouette.html.md"""
 

@@ -1,5 +1,4 @@
-"""Photometric L1 + SSIM between the re-animated Gaussians and the target frame inside the head mask, landmarks
-against the detector, and the regularisers that keep identity, expression and Gaussians plausible.
+"""Photometric, SSIM, landmark and regulariser terms between re-animated Gaussians and the target frame.
 
 Docs: https://headbook.github.io/headbook/sheap.losses.html.md"""
 
@@ -24,7 +23,9 @@ def photometric_loss(pred: Tensor,    # [B, 3, H, W] render
     "L1 and 1 - SSIM inside the mask (the images are masked before SSIM, so the background never counts)."
     for n, t in (("pred", pred), ("target", target)):
         if t.dim() != 4 or t.shape[1] != 3: raise ValueError(f"{n} must have shape [B, 3, H, W], got {list(t.shape)}")
-    if mask.shape != (pred.shape[0], 1, *pred.shape[2:]): raise ValueError(f"mask must have shape [B, 1, H, W] = {[pred.shape[0], 1, *pred.shape[2:]]}, got {list(mask.shape)}")
+    if mask.shape != (pred.shape[0], 1, *pred.shape[2:]):
+        raise ValueError(f"mask must have shape [B, 1, H, W] = {[pred.shape[0], 1, *pred.shape[2:]]}, "
+                         f"got {list(mask.shape)}")
     m = mask.to(pred)
     area = m.sum((1, 2, 3)).clamp_min(1.0)
     l1 = ((pred - target).abs().mean(1, keepdim=True) * m).sum((1, 2, 3)) / area
@@ -38,7 +39,8 @@ def landmark_loss(pred: Tensor,    # [B, 68, 2] projected predicted landmarks, p
                  ) -> Tensor:
     "Mean distance between landmarks as a fraction of the image side (a robust L2: per-point Euclidean norm)."
     if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
-        raise ValueError(f"pred and target must both be [B, L, 2] pixels, got {list(pred.shape)} and {list(target.shape)}")
+        raise ValueError(f"pred and target must both be [B, L, 2] pixels, got {list(pred.shape)} and "
+                         f"{list(target.shape)}")
     d = (pred - target.to(pred)).norm(dim=-1) / image_size                # [B, L]
     if weights is not None: return (d * weights.to(d)).sum(-1).div(weights.sum()).mean()
     return d.mean()
@@ -54,22 +56,28 @@ def silhouette_loss(uv: Tensor,    # [B, N, 2] projected mesh vertices, pixels
                     n_outline: int = 96,   # outline pixels sampled per image
                     generator: torch.Generator | None = None,
                    ) -> dict[str, Tensor]:
-    "Vertices outside the mask (their distance to it) and the mask's outline far from every vertex (one-sided chamfer), as fractions of the image side."
+    ("Vertices outside the mask (their distance to it) and the mask's outline far from every vertex (one-sided "
+     "chamfer), as fractions of the image side.")
     if uv.dim() != 3 or uv.shape[-1] != 2 or mask.dim() != 4 or mask.shape[:2] != (uv.shape[0], 1):
-        raise ValueError(f"uv must be [B, N, 2] pixels and mask [B, 1, H, W], got {list(uv.shape)} and {list(mask.shape)}")
+        raise ValueError(f"uv must be [B, N, 2] pixels and mask [B, 1, H, W], got {list(uv.shape)} and "
+                         f"{list(mask.shape)}")
     from scipy.ndimage import distance_transform_edt
     B, _, H, W = mask.shape
     m = mask.detach().cpu() > 0.5
-    dt = torch.stack([torch.from_numpy(distance_transform_edt(~mi[0].numpy())).float() for mi in m])[:, None].to(uv)   # [B, 1, H, W] px to the mask
+    # [B, 1, H, W] px to the mask
+    dt = torch.stack([torch.from_numpy(distance_transform_edt(~mi[0].numpy())).float() for mi in m])[:, None].to(uv)
     grid = (uv / torch.tensor([W, H]).to(uv) * 2 - 1)[:, :, None]                   # [B, N, 1, 2]
     outside = F.grid_sample(dt, grid, align_corners=False, padding_mode="border")[:, 0, :, 0]   # [B, N]
     mf = m.float()
-    edge = (mf + F.max_pool2d(-mf, 3, 1, 1)) > 0.5                                  # mask pixels with a background neighbour
-    edge[..., :1, :] = edge[..., -1:, :] = False; edge[..., :, :1] = edge[..., :, -1:] = False   # the frame's border is no outline
+    # mask pixels with a background neighbour
+    edge = (mf + F.max_pool2d(-mf, 3, 1, 1)) > 0.5
+    # the frame's border is no outline
+    edge[..., :1, :] = edge[..., -1:, :] = False; edge[..., :, :1] = edge[..., :, -1:] = False
     flat = edge.flatten(1).float(); has = flat.sum(1) > 0
     idx = torch.multinomial(flat + (~has[:, None]).float(), n_outline, replacement=True, generator=generator)   # [B, n]
     pts = torch.stack([idx % W, idx // W], -1).to(uv) + 0.5                         # [B, n, 2] pixel centres
-    with torch.no_grad(): near = torch.cdist(pts, uv).argmin(-1)                   # [B, n] nearest vertex (its distance carries the gradient)
+    # [B, n] nearest vertex (its distance carries the gradient)
+    with torch.no_grad(): near = torch.cdist(pts, uv).argmin(-1)
     reach = (uv.gather(1, near[..., None].expand(-1, -1, 2)) - pts).norm(dim=-1)    # [B, n]
     inside = outside.mean() / W
     cover = (reach.mean(1) * has.to(uv)).sum() / has.sum().clamp_min(1) / W

@@ -1,5 +1,4 @@
-"""An image encoder that predicts head-model parameters, a lighting code and identity features, and a Gaussian
-regressor that dresses the predicted mesh in 2D Gaussians.
+"""An image encoder that predicts head-model parameters and a regressor that dresses the mesh in Gaussians.
 
 Docs: https://headbook.github.io/headbook/sheap.model.html.md"""
 

@@ -1,5 +1,4 @@
-"""The self-supervised step — predict from a source frame, re-animate to the target, splat, compare — its config
-and presets, and the run that trains it on video frame folders, on one CPU or under torchrun.
+"""The self-supervised step, its config and presets, and the run that trains it on video frame folders.
 
 Docs: https://headbook.github.io/headbook/sheap.train.html.md"""
 
@@ -16,7 +15,8 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 from .model import (SHeaP, SHeaPModelConfig, reanimate, render_gaussians, GaussianImage, POSE_KEYS,
                                   SeedSHeaP, SEED_FILES, SEED_URL)
-from .losses import SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss, regularisers
+from .losses import (SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss,
+                                   regularisers)
 from ..train.config import make_config, config_to_dict, save_config, apply_overrides
 from ..data.video import VideoFrames
 from ..data.scene import occlude

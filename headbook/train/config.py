@@ -22,11 +22,13 @@ def _coerce(name: str, value, current):
     if current is None or value is None: return value
     if isinstance(current, bool):
         if isinstance(value, bool): return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"): return value.lower() in ("true", "1")
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
         if isinstance(value, int) and value in (0, 1): return bool(value)
         raise TypeError(f"override {name}: expected a bool, got {value!r}")
     if isinstance(current, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)): raise TypeError(f"override {name}: expected an int, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(f"override {name}: expected an int, got {value!r}")
         try: f = float(value)
         except ValueError: raise TypeError(f"override {name}: expected an int, got {value!r}") from None
         if f != int(f): raise TypeError(f"override {name}: expected an int, got {value!r}")
@@ -49,7 +51,8 @@ def parse_overrides(overrides: dict | str | None) -> dict:
     if isinstance(overrides, str):
         try: overrides = json.loads(overrides)
         except json.JSONDecodeError as e:
-            raise ValueError(f"overrides must be a dict or a JSON object string, e.g. '{{\"steps\": 10}}'; got {overrides!r} ({e})") from None
+            raise ValueError(f"overrides must be a dict or a JSON object string, e.g. '{{\"steps\": 10}}'; got "
+                             f"{overrides!r} ({e})") from None
     if not isinstance(overrides, dict): raise TypeError(f"overrides must be a dict, got {type(overrides).__name__}")
     return dict(overrides)
 
@@ -65,7 +68,8 @@ def apply_overrides(cfg, overrides: dict | str | None):
             raise KeyError(f"{type(cfg).__name__} has no field {head!r}; fields: {sorted(fields)}")
         cur = getattr(cfg, head)
         if rest or (isinstance(v, dict) and dataclasses.is_dataclass(cur)):
-            if not dataclasses.is_dataclass(cur): raise KeyError(f"{type(cfg).__name__}.{head} is not a nested config, cannot set {k!r}")
+            if not dataclasses.is_dataclass(cur):
+                raise KeyError(f"{type(cfg).__name__}.{head} is not a nested config, cannot set {k!r}")
             nested.setdefault(head, {}).update({rest: v} if rest else v)
         else:
             top[head] = _coerce(f"{type(cfg).__name__}.{head}", v, cur)

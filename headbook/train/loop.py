@@ -1,4 +1,4 @@
-"""Run folders, `metrics.jsonl`, checkpoints that resume bit for bit, deterministic global batches, and torchrun/DDP — the plumbing every trainer in the book shares.
+"""Run folders, metrics, checkpoints that resume bit for bit, and torchrun/DDP for every trainer.
 
 Docs: https://headbook.github.io/headbook/train.loop.html.md"""
 
@@ -41,7 +41,8 @@ class MetricsLog:
 
     def log(self, step: int, **values) -> None:
         if not self.enabled: return
-        row = {"step": int(step), **{k: (float(v) if isinstance(v, (int, float, np.floating, Tensor)) else v) for k, v in values.items()}}
+        num = (int, float, np.floating, Tensor)
+        row = {"step": int(step), **{k: (float(v) if isinstance(v, num) else v) for k, v in values.items()}}
         with open(self.path, "a") as f: f.write(json.dumps(row) + "\n")
 
     def truncate_after(self, step: int) -> None:
@@ -129,7 +130,8 @@ def setup_distributed(device: str = "auto",   # "auto" | "cpu" | "cuda"
     lr = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else str(device).startswith("cuda")
     if use_cuda and not torch.cuda.is_available(): raise RuntimeError(f"device={device!r} but CUDA is not available")
-    dev = torch.device(f"cuda:{lr}" if ws > 1 else ("cuda" if device in ("auto", "cuda") else device)) if use_cuda else torch.device("cpu")
+    if use_cuda: dev = torch.device(f"cuda:{lr}" if ws > 1 else ("cuda" if device in ("auto", "cuda") else device))
+    else: dev = torch.device("cpu")
     if use_cuda: torch.cuda.set_device(dev)
     if ws == 1: return DistInfo(0, 1, 0, dev, None)
     be = backend or ("nccl" if use_cuda else "gloo")
@@ -234,8 +236,9 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
         if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if scheduler is not None: scheduler.step()
+        scalar = lambda v: isinstance(v, (Tensor, int, float)) and (not isinstance(v, Tensor) or v.numel() == 1)
         vals = all_reduce_mean({k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in out.items()
-                                if isinstance(v, (Tensor, int, float)) and (not isinstance(v, Tensor) or v.numel() == 1)}, info)
+                                if scalar(v)}, info)
         s = step + 1
         res.losses.append(vals["loss"]); res.step = s
         if s % log_every == 0 or s == steps:
