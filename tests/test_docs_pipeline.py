@@ -1,4 +1,4 @@
-"The docs pipeline's rules (tools/docs.py, tools/preview.py, tools/check_quarto.py) on small hand-made notebooks; nothing is executed."
+"The docs pipeline's rules (tools/docs.py, tools/preview.py, tools/check_quarto.py) on small hand-made notebooks."
 import subprocess, sys
 from pathlib import Path
 import nbformat
@@ -41,10 +41,11 @@ def test_check_chapter_finds_directives_and_errors(tmp_path, monkeypatch):
 
 
 def test_preview_page_from_processed_notebook():
+    sd = new_output("display_data", data={"text/markdown": "[source](u){target=\"_blank\"}"})
     nb = new_notebook(cells=[new_raw_cell("---\ntitle: Mesh utilities\ndescription: Normals and frames\n---\n"),
                              new_markdown_cell("::: {.py-2}\nText $x^2$\n:::"),
                              new_code_cell("#| echo: false\n#| output: asis\nshow_doc(f)",
-                                           outputs=[new_output("display_data", data={"text/markdown": "[source](u){target=\"_blank\"}"})]),
+                                           outputs=[sd]),
                              new_code_cell("#| include: false\nhidden()"), new_code_cell("", outputs=[])])
     out, title, desc = preview.for_html(nb)
     assert (title, desc) == ("Mesh utilities", "Normals and frames")

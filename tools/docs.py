@@ -36,7 +36,8 @@ from check_quarto import sidebar  # noqa: E402
 import yaml  # noqa: E402
 try: import tomllib
 except ImportError: import tomli as tomllib
-skip_flags = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["nbdev"].get("tst_flags", "").split("|")) - {""}
+nbdev_cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["nbdev"]
+skip_flags = set(nbdev_cfg.get("tst_flags", "").split("|")) - {""}
 
 # Quarto's code-cell options (https://quarto.org/docs/reference/cells/cells-jupyter.html); anything else after `#|`
 # in a processed notebook is an nbdev directive that the processing failed to remove.
@@ -56,8 +57,8 @@ def not_run(src):
     return any(d.replace(" ", "") == "eval:false" for d in ds) or bool(words & skip_flags)
 
 def picture_cells(cells):
-    """The source cells a chapter ends with a picture by: its last three example code cells (not exported, not run-
-    skipped, not k3d viewer cells), kept when they make a figure. Empty list: the chapter does not end with a picture."""
+    """The source cells a chapter ends with a picture by: its last three example code cells (not exported, not
+    run-skipped, not k3d viewer cells), kept when they make a figure. Empty: the chapter does not end with a picture."""
     ex = [c for c in cells if c.cell_type == "code" and c.source.strip() and not VIEWER.search(c.source)
           and not not_run(c.source) and not any(d.split()[0] in ("export", "exporti", "exports", "default_exp", "hide")
                                                  for d in directives(c.source) if d)]
@@ -80,8 +81,8 @@ def doc_filter():
     from nbdev.frontmatter import FrontmatterProc
     from nbdev.processors import FilterDefaults, add_show_docs, exec_show_docs
     class Frontmatter(FrontmatterProc):
-        """nbdev's front-matter step, except that the title cell keeps its body: nbdev drops the whole cell that holds
-        `# Title` and `> subtitle`, and with it the introduction (and equations) that the book's chapters write there."""
+        """nbdev's front-matter step, except that the title cell keeps its body: nbdev drops the whole cell that
+        holds `# Title` and `> subtitle`, and with it any introduction (and equations) written below them."""
         def _update(self, f, cell):
             s = cell.get("source")
             if f is not md_frontmatter or not s or not f(s): return super()._update(f, cell)
@@ -97,7 +98,8 @@ def doc_filter():
     class Filter(FilterDefaults):
         "nbdev's doc processors, less its partial execution and show_doc insertion (done before executing)."
         def base_procs(self):
-            return [Frontmatter if p is FrontmatterProc else p for p in super().base_procs() if p not in (add_show_docs, exec_show_docs)]
+            return [Frontmatter if p is FrontmatterProc else p for p in super().base_procs()
+                    if p not in (add_show_docs, exec_show_docs)]
     return Filter()
 
 def build(rel, timeout):
@@ -142,7 +144,8 @@ def build(rel, timeout):
         c.pop("has_sd", None)
         if c.cell_type == "code":   # nbdev keeps its own flags as `#| slow: true`-style lines: not Quarto options
             lines = c.source.splitlines(True)
-            c.source = "".join(l for l in lines if not (l.startswith("#|") and ":" in l and not QUARTO_KEY.match(l[2:].split(":")[0].strip())))
+            nbdev_only = lambda l: l.startswith("#|") and ":" in l and not QUARTO_KEY.match(l[2:].split(":")[0].strip())
+            c.source = "".join(l for l in lines if not nbdev_only(l))
     dst = proc_dir / rel
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_nb(fnb, dst); dst.touch()
@@ -159,9 +162,11 @@ def check_chapter(rel, info):
         for l in c.source.splitlines():
             if l.startswith("#|"):
                 key = l[2:].split(":")[0].strip() if ":" in l else None
-                if key is None or not QUARTO_KEY.match(key): errs.append(f"{rel}: cell {i} keeps the nbdev directive {l!r}")
+                if key is None or not QUARTO_KEY.match(key):
+                    errs.append(f"{rel}: cell {i} keeps the nbdev directive {l!r}")
         for o in c.get("outputs", []):
-            if o.get("output_type") == "error": errs.append(f"{rel}: cell {i} raised {o.get('ename')}: {o.get('evalue')}")
+            if o.get("output_type") == "error":
+                errs.append(f"{rel}: cell {i} raised {o.get('ename')}: {o.get('evalue')}")
     if info is not None and info["picture_cells"] and not info["picture_images"]:
         errs.append(f"{rel}: ends with a picture (its last example cells plot) but they produced no image")
     return errs
@@ -171,7 +176,8 @@ def copy_assets():
     for p in nbs.rglob("*"):
         rel = p.relative_to(nbs)
         if p.is_dir() or p.suffix == ".ipynb" or any(x.startswith(".") for x in rel.parts): continue
-        if any(x.startswith("_") for x in rel.parts) and str(rel) not in ("_quarto.yml", "_brand.yml", "_metadata.yml"): continue
+        quarto_files = ("_quarto.yml", "_brand.yml", "_metadata.yml")
+        if any(x.startswith("_") for x in rel.parts) and str(rel) not in quarto_files: continue
         if str(rel) in ("nbdev.yml", "sidebar.yml"): continue
         d = proc_dir / rel; d.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, d)
@@ -191,7 +197,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2, help="chapters executed in parallel")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     ap.add_argument("--preview", default="_preview", help="folder of the HTML preview ('' : none)")
-    ap.add_argument("--no-quarto", action="store_true", help="stop before the Quarto call even when Quarto is installed (CI)")
+    ap.add_argument("--no-quarto", action="store_true",
+                    help="stop before the Quarto call even when Quarto is installed (CI)")
     a = ap.parse_args()
     os.chdir(root)
     # the kernels inherit the environment: `make` exports MPLBACKEND=Agg, under which plt.show() stores no figure
@@ -199,7 +206,8 @@ def main():
     cfg = yaml.safe_load((root / "_quarto.yml").read_text())
     chs = [rel for _, rel in sidebar(cfg)]
     todo = [r for r in chs if not a.only or r in a.only]
-    if a.only and len(todo) != len(a.only): sys.exit(f"docs: not chapters in _quarto.yml: {sorted(set(a.only) - set(todo))}")
+    if a.only and len(todo) != len(a.only):
+        sys.exit(f"docs: not chapters in _quarto.yml: {sorted(set(a.only) - set(todo))}")
     T0 = time.time()
     # nbdev empties its _proc/ cache when pyproject.toml is newer than it; do that here too, before writing
     if proc_dir.exists() and proc_dir.stat().st_mtime < (root / "pyproject.toml").stat().st_mtime and not a.only:
@@ -231,14 +239,17 @@ def main():
     if a.preview:
         import preview
         missing = preview.build(proc_dir, root / a.preview, [(s, r) for s, r in sidebar(cfg) if r in todo], cfg)
-        if missing: print("docs: the preview index does not name these chapters by title:", *missing, sep="\n  ", file=sys.stderr); sys.exit(1)
+        if missing:
+            print("docs: the preview index lacks the titles of:", *missing, sep="\n  ", file=sys.stderr)
+            sys.exit(1)
     if a.no_quarto:
         print("docs: stopped before the Quarto call (--no-quarto)"); return
     if not shutil.which("quarto"):
         print("docs: Quarto is the missing piece: `quarto` is not on PATH, so the site was not rendered into _docs/.\n"
-              "      Everything before it is done: the processed, executed notebooks are in _proc/ and the HTML preview in "
-              f"{a.preview or '(none)'}/.\n      Install Quarto (1.7 or later, https://quarto.org/docs/get-started/), then rerun "
-              "`make docs` (or `nbdev-docs`, which renders the same _proc/).")
+              "      Everything before it is done: the processed, executed notebooks are in _proc/ and the HTML "
+              f"preview in {a.preview or '(none)'}/.\n"
+              "      Install Quarto (1.7 or later, https://quarto.org/docs/get-started/), then rerun `make docs` "
+              "(or `nbdev-docs`, which renders the same _proc/).")
         return
     t = time.time(); quarto_render(a.workers)
     print(f"docs: Quarto rendered _proc/ into _docs/ ({time.time() - t:.0f}s)")

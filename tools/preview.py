@@ -106,7 +106,8 @@ def build(proc, out, chapters, cfg):
         prev = pages[i - 1] if i else None
         nxt = pages[i + 1] if i + 1 < len(pages) else None
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav(prev, nxt, section, site), body, count=1)
-        body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)} – {html.escape(site)}</title>", body, count=1, flags=re.S)
+        head = f"<title>{html.escape(title)} – {html.escape(site)}</title>"
+        body = re.sub(r"<title>.*?</title>", lambda m: head, body, count=1, flags=re.S)
         (out / page_name(rel)).write_text(body)
     items, cur = [], object()
     for section, rel, title, desc, _, _ in pages:
@@ -120,7 +121,8 @@ def build(proc, out, chapters, cfg):
     index = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(site)}</title><style>"
              "body{font:16px/1.5 system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em}"
              "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.d{color:#666}li{margin:.2em 0}</style></head><body>"
-             f"<h1>{html.escape(site)}</h1><p>{html.escape(descr)}</p><p><small>HTML preview of the processed, executed "
+             f"<h1>{html.escape(site)}</h1><p>{html.escape(descr)}</p>"
+             "<p><small>HTML preview of the processed, executed "
              "chapters (built without Quarto; the Quarto site is rendered by <code>make docs</code> where Quarto is "
              f"installed).</small></p>{''.join(items)}</body></html>")
     (out / "index.html").write_text(index)
