@@ -6,7 +6,7 @@ export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: env demo test export-check clean-check nbtest pytest preview quarto-check clean-nbs
+.PHONY: env demo test docs docs-ci export-check clean-check nbtest pytest preview quarto-check clean-nbs
 
 env:
 	@bash tools/ensure_venv.sh
@@ -19,7 +19,19 @@ demo: env
 	@echo "results: out/reconstruct/grace_hopper/ (mesh.obj, params.npz, overlay.png, viewer.html, fit.json) and out/random_head/"
 
 test: env
-	$(MAKE) --no-print-directory export-check clean-check quarto-check nbtest pytest preview
+	$(MAKE) --no-print-directory export-check clean-check quarto-check nbtest pytest docs-ci
+
+# The docs site (tools/docs.py): nbdev's processing of every chapter with one execution (outputs and figures stored)
+# into _proc/, checks of the processed notebooks, the offline HTML preview in _preview/, then `quarto render` with
+# _quarto.yml into _docs/ -- or, without Quarto, a message that Quarto is the missing piece. `nbdev-docs` renders
+# the same _proc/ after `make docs`; on its own, nbdev runs only the cells its API entries need (imports, exports),
+# so most of the book's figures are missing from its pages.
+docs: env quarto-check
+	OMP_NUM_THREADS=1 $(BIN)/python tools/docs.py --workers 2
+
+# CI: the same pipeline up to the Quarto call (the one full execution of the book besides nbtest)
+docs-ci:
+	OMP_NUM_THREADS=1 $(BIN)/python tools/docs.py --workers 2 --no-quarto
 
 # notebooks and package in sync: export, then fail if headbook/ changed
 export-check:
@@ -45,8 +57,9 @@ nbtest:
 pytest:
 	$(BIN)/python tools/run_pytest.py
 
+# the HTML preview again from what _proc/ holds (no execution); `make docs-ci` builds it with everything else
 preview:
-	OMP_NUM_THREADS=1 $(BIN)/python tools/preview.py --out _preview --workers 2
+	$(BIN)/python tools/preview.py --proc _proc --out _preview
 
 clean-nbs:
 	$(BIN)/nbdev-clean

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['mesh_image', 'k3d_html']
+__all__ = ['mesh_image', 'k3d_html', 'k3d_iframe']
 
 # %% ../nbs/95_viz.ipynb #0b5f4343
 def _np(x): return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
@@ -58,10 +58,13 @@ def k3d_html(verts,  # [V, 3]
              colors=None,  # [V, 3] in [0, 1]
              points=None,  # [L, 3] e.g. landmarks
              ) -> str:
-    "A standalone k3d viewer as an HTML string (write it to a file and open it in a browser)."
+    "A standalone k3d viewer as an HTML string (write it to a file and open it in a browser), facing the face."
     import k3d
     v, f = _np(verts).astype(np.float32), _np(faces).astype(np.uint32)
-    plot = k3d.plot(grid_visible=False, camera_auto_fit=True)
+    plot = k3d.plot(grid_visible=False, camera_auto_fit=False)
+    c = (v.min(0) + v.max(0)) / 2; r = float(np.linalg.norm(v.max(0) - v.min(0))) / 2
+    # open facing the face (chapter 00): +Y up, the camera on +Z looking at the middle of the box
+    plot.camera = [float(c[0]), float(c[1]), float(c[2]) + 2.5 * r, *map(float, c), 0., 1., 0.]
     kw = {}
     if colors is not None:
         c = (np.clip(_np(colors), 0, 1) * 255).astype(np.uint32)
@@ -70,3 +73,14 @@ def k3d_html(verts,  # [V, 3]
     plot += k3d.mesh(v, f, flat_shading=False, **kw)
     if points is not None: plot += k3d.points(_np(points).astype(np.float32), point_size=0.003, color=0xff0000)
     return plot.get_snapshot()
+
+# %% ../nbs/95_viz.ipynb #4e473a93
+def k3d_iframe(snapshot: str,  # a standalone k3d page: from `k3d_html`, or a `viewer.html` that `reconstruct` wrote
+               height: int = 420,  # pixels
+              ):
+    """The k3d viewer inside a notebook or a docs page: an `<iframe srcdoc>` that holds the whole standalone page
+    (k3d's JavaScript and the mesh), so it works offline and needs no file beside the page."""
+    import html
+    from IPython.display import HTML
+    return HTML(f'<div class="k3d-viewer"><iframe srcdoc="{html.escape(snapshot, quote=True)}" title="k3d viewer" '
+                f'style="width:100%;height:{int(height)}px;border:1px solid #ddd"></iframe></div>')
