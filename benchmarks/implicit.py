@@ -19,19 +19,10 @@ from headbook.implicit.extract import sdf_grid, marching_cubes, extract_mesh
 from headbook.render.implicit import render_sdf
 from headbook.render import directional_sh
 from headbook.geometry.cameras import look_at, intrinsics
+from _timing import best_seconds
 
 
-def timeit(fn, n=3, budget_s=30.0, warmup=True):
-    "Best time in s over up to n calls; stops early once budget_s is spent (at least one call)."
-    if warmup: fn()
-    best, spent = float("inf"), 0.0
-    for _ in range(n):
-        if torch.cuda.is_available(): torch.cuda.synchronize()
-        t = time.perf_counter(); fn()
-        if torch.cuda.is_available(): torch.cuda.synchronize()
-        dt = time.perf_counter() - t; best = min(best, dt); spent += dt
-        if spent > budget_s: break
-    return best
+timeit = best_seconds   # seconds
 
 
 def bench_ensemble():

@@ -15,19 +15,12 @@ import time
 import torch
 from headbook.geometry.cameras import look_at, intrinsics
 from headbook.render import render_mesh, RasterSettings, directional_sh, rasterize_2dgs
+from _timing import best_seconds
 
 
 def timeit(fn, n=3, budget_s=30.0, warmup=True):
     "Best time in ms over up to n calls; stops early once budget_s is spent (at least one call)."
-    if warmup: fn()
-    best, spent = float("inf"), 0.0
-    for _ in range(n):
-        if torch.cuda.is_available(): torch.cuda.synchronize()
-        t = time.perf_counter(); fn()
-        if torch.cuda.is_available(): torch.cuda.synchronize()
-        dt = time.perf_counter() - t; best = min(best, dt); spent += dt
-        if spent > budget_s: break
-    return best * 1000
+    return best_seconds(fn, n, budget_s, warmup) * 1000
 
 
 def head_scene(subdivide: bool):
