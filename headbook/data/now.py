@@ -496,8 +496,7 @@ def now_face_box(item,                # a `read_now_split` item
     c, side = square_box(np.array([x0, y0]), np.array([x1, y1]), face_fraction=shrink)
     return float(c[0]), float(c[1]), float(side)
 
-# crop [1, 3, S, S] in [0, 1] -> (vertices [V, 3], faces [F, 3], landmarks [7, 3]), metres
-def predict_now_split(predict,
+def predict_now_split(predict,            # crop [1, 3, S, S] in [0, 1] -> (verts [V, 3], faces [F, 3], lmks [7, 3]) m
                       dataset_root: str | Path,
                       pred_dir: str | Path,
                       split: str = "validation",
