@@ -53,9 +53,11 @@ _ALLOWED = {
     ("numpy._core.numeric", "_frombuffer"): lambda: _np_core("numeric")._frombuffer,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
-    ("copy_reg", "_reconstructor"): lambda: __import__("copyreg")._reconstructor,
-    ("copyreg", "_reconstructor"): lambda: __import__("copyreg")._reconstructor,
+    ("copy_reg", "_reconstructor"): lambda: _safe_reconstructor,
+    ("copyreg", "_reconstructor"): lambda: _safe_reconstructor,
     ("__builtin__", "object"): lambda: object, ("builtins", "object"): lambda: object,
+    ("__builtin__", "set"): lambda: set, ("builtins", "set"): lambda: set,   # chumpy's Ch._dirty_vars
+    ("__builtin__", "frozenset"): lambda: frozenset, ("builtins", "frozenset"): lambda: frozenset,
     ("collections", "OrderedDict"): lambda: __import__("collections").OrderedDict,
     ("_codecs", "encode"): lambda: __import__("codecs").encode,   # protocol-2 pickles of bytes (latin1 text -> bytes)
 }
@@ -63,6 +65,20 @@ for _m in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr", "scipy.s
            "scipy.sparse.coo", "scipy.sparse._coo"):
     for _c in ("csc_matrix", "csr_matrix", "coo_matrix"):
         _ALLOWED[(_m, _c)] = (lambda c=_c: _sparse(c))
+
+def _reconstructible():
+    "Classes `copy_reg._reconstructor` may build: those the allow-list hands out, nothing else."
+    import collections, scipy.sparse as sp
+    return (_ChumpyStub, collections.OrderedDict, sp.csc_matrix, sp.csr_matrix, sp.coo_matrix, set, frozenset)
+
+def _safe_reconstructor(cls, base, state):
+    "`copy_reg._reconstructor` (how Python 2 rebuilt new-style objects) limited to allow-listed classes."
+    ok = _reconstructible()
+    if cls not in ok or not (base is object or (base in ok and isinstance(base, type) and issubclass(cls, base))):
+        raise UnsafePickleError(f"refused copy_reg._reconstructor({getattr(cls, '__name__', cls)!r}, "
+                                f"{getattr(base, '__name__', base)!r}): only allow-listed classes are rebuilt "
+                                "(this file may try to run code)")
+    return __import__("copyreg")._reconstructor(cls, base, state)
 
 # %% ../../nbs/12_models.assets.ipynb #ac73fbeb
 class RestrictedUnpickler(pickle.Unpickler):
@@ -89,12 +105,15 @@ def safe_load_pickle(path_or_bytes) -> object:
         p = Path(path_or_bytes)
         if not p.exists(): raise FileNotFoundError(f"file not found: {p}")
         data = p.read_bytes(); where = str(p)
+    return _dechumpy(_restricted_load(data, where))
+
+def _restricted_load(data: bytes, where: str) -> object:
+    "The pickle in `data` through `RestrictedUnpickler`, chumpy objects still as `_ChumpyStub`s."
     try:
-        obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError: raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
         raise ValueError(f"{where} is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}") from None
-    return _dechumpy(obj)
 
 def safe_load_npy(path) -> object:
     """Load a .npy; object arrays (pickled dicts such as DECA's landmark_embedding.npy) go through the restricted
