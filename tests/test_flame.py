@@ -217,7 +217,7 @@ def _ch_class(reduce_with):
         def __init__(self, x):
             self.__dict__.update(_dirty_vars={"x"}, _itr=None, _parents={}, _cache={"r": None, "drs": {}},
                                  _make_dense=False, _make_sparse=False, _depends_on_deps={},
-                                 x=np.asarray(x, np.float64))
+                                 x=np.asarray(x))
 
         def __getstate__(self):
             st = dict(self.__dict__); del st["_parents"], st["_cache"]; return st
@@ -228,20 +228,25 @@ def _ch_class(reduce_with):
     return Ch
 
 
+def _py2_chumpy_dumps(d, reduce_with="newobj", keys=("v_template", "shapedirs", "posedirs", "weights", "J")):
+    "Python 2 pickle of `d` with `keys` wrapped in chumpy `Ch` objects; chumpy.ch exists only while pickling."
+    Ch = _ch_class(reduce_with)
+    fake = types.ModuleType("chumpy.ch"); pkg = types.ModuleType("chumpy"); pkg.ch = fake; fake.Ch = Ch
+    d = {k: Ch(v) if k in keys else v for k, v in d.items()}
+    sys.modules.update({"chumpy": pkg, "chumpy.ch": fake})
+    try: blob = _py2_dumps(d)
+    finally: del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+    assert "chumpy" not in sys.modules
+    return blob
+
+
 def _chumpy_twin(folder, data, reduce_with="newobj"):
     "FLAME 2020-style generic_model.pkl (Python 2, chumpy Ch arrays, sparse J_regressor) beside its numpy twin."
     import scipy.sparse as sp
     twin = write_flame_pkl(data, folder / "twin" / "FLAME_NEUTRAL.pkl")
     d = safe_load_pickle(twin)
-    Ch = _ch_class(reduce_with)
-    fake = types.ModuleType("chumpy.ch"); pkg = types.ModuleType("chumpy"); pkg.ch = fake; fake.Ch = Ch
-    for k in ("v_template", "shapedirs", "posedirs", "weights", "J"): d[k] = Ch(d[k])
     d["J_regressor"] = sp.csc_matrix(d["J_regressor"])
-    sys.modules.update({"chumpy": pkg, "chumpy.ch": fake})
-    try: blob = _py2_dumps(d)
-    finally: del sys.modules["chumpy"], sys.modules["chumpy.ch"]
-    assert "chumpy" not in sys.modules
-    (folder / "generic_model.pkl").write_bytes(blob)
+    (folder / "generic_model.pkl").write_bytes(_py2_chumpy_dumps(d, reduce_with))
     for n in ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy"):
         (folder / n).write_bytes((twin.parent / n).read_bytes())
     return folder / "generic_model.pkl", twin
@@ -375,3 +380,30 @@ def test_asset_search_uses_env(tmp_path, monkeypatch, random_data):
     assert find_asset("deca_landmarks") == tmp_path / "flame" / "landmark_embedding.npy"
     with pytest.raises(KeyError, match="unknown asset"):
         find_asset("nope")
+
+
+def test_flame_version_and_assets_report(tmp_path, monkeypatch, capsys, random_data):
+    "2020 from chumpy storage, 2023 from numpy + name, 2023 Open from the sha256, unknown/other otherwise; CLI shows it."
+    import headbook.models.assets as A
+    from headbook.cli import main
+    V = 5023
+    d = dict(v_template=np.zeros((V, 3)), shapedirs=np.zeros((V, 3, 400), np.uint8), f=np.zeros((1, 3), np.uint32))
+    fl = tmp_path / "flame"; fl.mkdir()
+    (fl / "generic_model.pkl").write_bytes(_py2_chumpy_dumps(d, keys=("v_template", "shapedirs")))
+    for n in ("flame2023.pkl", "flame2023_Open.pkl", "other.pkl"):
+        (fl / n).write_bytes(pickle.dumps(dict(d, note=n), protocol=4))
+    monkeypatch.setattr(A, "FLAME_2023_OPEN_SHA256", A.sha256(fl / "flame2023_Open.pkl"))
+    want = {"generic_model.pkl": "FLAME 2020", "flame2023.pkl": "FLAME 2023", "flame2023_Open.pkl": "FLAME 2023 Open",
+            "other.pkl": "FLAME (version unknown)"}
+    for n, v in want.items():
+        got = A.flame_version(fl / n)
+        assert got["version"] == v and got["sha256"] == A.sha256(fl / n), (n, got)
+    assert A.flame_version(write_flame_pkl(random_data, tmp_path / "r" / "m.pkl"))["version"] == "not FLAME's mesh"
+    monkeypatch.setenv("HEADBOOK_ASSETS", str(tmp_path)); monkeypatch.setenv("HEADBOOK_CACHE", str(tmp_path / "c"))
+    rows = {r["key"]: r for r in A.asset_report()}
+    assert [rows[k]["version"] for k in ("flame2020", "flame2023", "flame2023_open")] == \
+        ["FLAME 2020", "FLAME 2023", "FLAME 2023 Open"]
+    assert main(["assets"]) in (0, None)
+    out = capsys.readouterr().out
+    for v in ("FLAME 2020", "FLAME 2023", "FLAME 2023 Open"): assert f"recognised: {v}" in out
+    assert f"sha256 {A.sha256(fl / 'generic_model.pkl')}" in out and "matches the published sha256" in out

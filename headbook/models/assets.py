@@ -13,9 +13,10 @@ import numpy as np
 from .flame import HeadModelData, N_STATIC_LMK, N_CONTOUR_LMK, N_YAW_BINS
 
 # %% auto #0
-__all__ = ['FLAME_2023_OPEN_SHA256', 'ASSETS', 'UnsafePickleError', 'RestrictedUnpickler', 'safe_load_pickle', 'safe_load_npy',
-           'sha256', 'read_landmark_embedding', 'read_flame_pkl', 'write_flame_pkl', 'read_flame_texture', 'AssetSpec',
-           'search_roots', 'find_asset', 'asset_report']
+__all__ = ['FLAME_2023_OPEN_SHA256', 'FLAME_N_VERTS', 'FLAME_N_COMPONENTS', 'ASSETS', 'UnsafePickleError', 'RestrictedUnpickler',
+           'safe_load_pickle', 'safe_load_npy', 'sha256', 'read_landmark_embedding', 'read_flame_pkl',
+           'write_flame_pkl', 'read_flame_texture', 'flame_version', 'AssetSpec', 'search_roots', 'find_asset',
+           'asset_report']
 
 # %% ../../nbs/12_models.assets.ipynb #e8ec4455
 class UnsafePickleError(pickle.UnpicklingError):
@@ -266,6 +267,28 @@ def read_flame_texture(path) -> dict:
             if k in z: out[k] = z[k]
     return out
 
+# %% ../../nbs/12_models.assets.ipynb #f1a7e2c0
+FLAME_N_VERTS, FLAME_N_COMPONENTS = 5023, 400   # FLAME 2020 / 2023: 5023 vertices, 300 shape + 100 expression
+
+def flame_version(path, sha: str | None = None) -> dict:
+    """Which FLAME a pkl holds: `version` ("FLAME 2020", "FLAME 2023", "FLAME 2023 Open", "FLAME (version unknown)"
+    or "not FLAME's mesh"), its `sha256`, and the `basis` of the answer."""
+    p = _must_exist(path, "FLAME model", "pass the path of a FLAME pkl")
+    sha = sha or sha256(p)
+    if sha == FLAME_2023_OPEN_SHA256: return dict(version="FLAME 2023 Open", sha256=sha, basis="published sha256")
+    raw = _restricted_load(p.read_bytes(), str(p))
+    if not isinstance(raw, dict) or "v_template" not in raw or "shapedirs" not in raw:
+        return dict(version="not a FLAME model", sha256=sha, basis="no v_template / shapedirs")
+    chumpy = any(isinstance(v, _ChumpyStub) for v in raw.values())
+    V, K = np.shape(_dechumpy(raw["v_template"]))[0], np.shape(_dechumpy(raw["shapedirs"]))[-1]
+    basis = f"{V} vertices, {K} shape+expression components, {'chumpy' if chumpy else 'numpy'} arrays"
+    if V != FLAME_N_VERTS: version = "not FLAME's mesh"
+    elif K == FLAME_N_COMPONENTS and chumpy: version = "FLAME 2020"
+    elif K == FLAME_N_COMPONENTS and "2023" in p.name:
+        version, basis = "FLAME 2023", basis + ", file name"
+    else: version = "FLAME (version unknown)"
+    return dict(version=version, sha256=sha, basis=basis)
+
 # %% ../../nbs/12_models.assets.ipynb #a329b61b
 @dataclass
 class AssetSpec:
@@ -327,14 +350,19 @@ def find_asset(key: str) -> Path | None:
     return None
 
 def asset_report() -> list[dict]:
-    "One row per asset: key, found path (or None), sha256 for files, what it is, where to get it."
+    """One row per asset: key, found path (or None), sha256 for files, what it is, where to get it, and for FLAME
+    pickles the version recognised (`flame_version`)."""
     rows = []
     for a in ASSETS:
         p = find_asset(a.key)
         sha = sha256(p) if p is not None and p.is_file() and p.stat().st_size < 500_000_000 else None
-        note = ""
+        note, version = "", None
         if a.key == "flame2023_open" and sha is not None:
             same = sha == FLAME_2023_OPEN_SHA256
             note = "matches the published sha256" if same else "sha256 differs from the published one"
-        rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note))
+        if a.key.startswith("flame20") and sha is not None:
+            try: version = flame_version(p, sha)["version"]
+            except (UnsafePickleError, ValueError) as e: version = f"unreadable ({e})"
+        rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note,
+                         version=version))
     return rows
