@@ -24,6 +24,7 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 class _ChumpyStub:
     "Inert stand-in for a pickled chumpy object: keeps the state, never runs chumpy code."
+    _state = {}   # until BUILD hands over the state (NEWOBJ does not call __init__)
     def __init__(self, *a, **k): self.__dict__["_state"] = {}
     def __setstate__(self, state):
         self.__dict__["_state"] = state if isinstance(state, dict) else {"_raw": state}
@@ -60,12 +61,18 @@ _ALLOWED = {
     ("__builtin__", "set"): lambda: set, ("builtins", "set"): lambda: set,   # chumpy's Ch._dirty_vars
     ("__builtin__", "frozenset"): lambda: frozenset, ("builtins", "frozenset"): lambda: frozenset,
     ("collections", "OrderedDict"): lambda: __import__("collections").OrderedDict,
-    ("_codecs", "encode"): lambda: __import__("codecs").encode,   # protocol-2 pickles of bytes (latin1 text -> bytes)
+    ("_codecs", "encode"): lambda: _latin1_encode,   # Python 3 protocol-2 pickles of bytes (latin1 text -> bytes)
 }
 for _m in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr", "scipy.sparse._csr",
            "scipy.sparse.coo", "scipy.sparse._coo"):
     for _c in ("csc_matrix", "csr_matrix", "coo_matrix"):
         _ALLOWED[(_m, _c)] = (lambda c=_c: _sparse(c))
+
+def _latin1_encode(text, encoding="latin1"):
+    "`_codecs.encode` as Python 3 writes bytes at protocol 2, and only that: no codec lookup by a file's choice."
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refused _codecs.encode(..., {encoding!r}): only latin1 text -> bytes is allowed")
+    return text.encode("latin1")
 
 def _reconstructible():
     "Classes `copy_reg._reconstructor` may build: those the allow-list hands out, nothing else."
