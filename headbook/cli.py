@@ -178,8 +178,9 @@ def main(argv=None) -> int:
             for row in assets():
                 state = row["path"] or "MISSING"
                 print(f"{row['key']:18s} {state}")
-                sha = f"; sha256 {row['sha256'][:16]}… {row['note']}" if row["sha256"] else ""
-                print(f"{'':18s} {row['what']}" + sha)
+                seen = f"; recognised: {row['version']}" if row.get("version") else ""
+                print(f"{'':18s} {row['what']}" + seen)
+                if row["sha256"]: print(f"{'':18s} sha256 {row['sha256']} {row['note']}".rstrip())
                 if not row["path"]: print(f"{'':18s} get it: {row['get']}")
         elif a.cmd == "run":
             params = {}

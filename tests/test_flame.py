@@ -1,4 +1,4 @@
-import os, pickle, sys, types
+import copyreg, io, os, pickle, pickletools, struct, sys, types
 import numpy as np
 import pytest
 import torch
@@ -182,29 +182,169 @@ def test_code_running_pickle_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
-def test_chumpy_pickle_loads_without_chumpy(tmp_path, random_data):
-    "A FLAME 2020-style file: arrays wrapped in chumpy.ch.Ch objects, protocol 2, loaded with no chumpy installed."
-    fake = types.ModuleType("chumpy.ch"); pkg = types.ModuleType("chumpy"); pkg.ch = fake
+_PY2_MODULES = {"builtins": "__builtin__", "copyreg": "copy_reg", "numpy._core.multiarray": "numpy.core.multiarray",
+                "numpy._core.numeric": "numpy.core.numeric", "scipy.sparse._csc": "scipy.sparse.csc"}
 
+
+class _Py2Pickler(pickle._Pickler):
+    "Protocol 2 as Python 2 wrote it: `str` (latin-1 bytes) for text and numpy buffers, Python 2 names in GLOBAL."
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _str(self, obj):
+        data = obj.encode("latin-1") if isinstance(obj, str) else bytes(obj)
+        n = len(data)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + data if n < 256 else
+                   pickle.BINSTRING + struct.pack("<i", n) + data)
+        self.memoize(obj)
+    dispatch[str] = _str
+    dispatch[bytes] = _str
+
+    def save_global(self, obj, name=None):
+        mod = getattr(obj, "__module__", None); name = name or obj.__qualname__
+        self.write(pickle.GLOBAL + f"{_PY2_MODULES.get(mod, mod)}\n{name}\n".encode("ascii")); self.memoize(obj)
+    dispatch[type] = save_global
+    dispatch[types.FunctionType] = save_global
+    dispatch[types.BuiltinFunctionType] = save_global
+
+
+def _py2_dumps(obj) -> bytes:
+    f = io.BytesIO(); _Py2Pickler(f, protocol=2).dump(obj); return f.getvalue()
+
+
+def _ch_class(reduce_with):
+    "A `chumpy.ch.Ch` stand-in: its pickled state is chumpy's `Ch.__getstate__` (all but _parents, _cache)."
     class Ch:
-        def __init__(self, x): self.x = x
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"; fake.Ch = Ch
-    write_flame_pkl(random_data, tmp_path / "plain.pkl")
-    d = safe_load_pickle(tmp_path / "plain.pkl")
-    for k in ("v_template", "shapedirs", "posedirs", "weights"): d[k] = Ch(d[k])
-    import scipy.sparse as sp
-    d["J_regressor"] = sp.csc_matrix(d["J_regressor"])
+        def __init__(self, x):
+            self.__dict__.update(_dirty_vars={"x"}, _itr=None, _parents={}, _cache={"r": None, "drs": {}},
+                                 _make_dense=False, _make_sparse=False, _depends_on_deps={},
+                                 x=np.asarray(x))
+
+        def __getstate__(self):
+            st = dict(self.__dict__); del st["_parents"], st["_cache"]; return st
+        if reduce_with == "reconstructor":   # Python 2's copy_reg._reduce_ex: _reconstructor(Ch, object, None)
+            def __reduce_ex__(self, proto):
+                return (copyreg._reconstructor, (type(self), object, None), self.__getstate__())
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    return Ch
+
+
+def _py2_chumpy_dumps(d, reduce_with="newobj", keys=("v_template", "shapedirs", "posedirs", "weights", "J")):
+    "Python 2 pickle of `d` with `keys` wrapped in chumpy `Ch` objects; chumpy.ch exists only while pickling."
+    Ch = _ch_class(reduce_with)
+    fake = types.ModuleType("chumpy.ch"); pkg = types.ModuleType("chumpy"); pkg.ch = fake; fake.Ch = Ch
+    d = {k: Ch(v) if k in keys else v for k, v in d.items()}
     sys.modules.update({"chumpy": pkg, "chumpy.ch": fake})
-    try:
-        blob = pickle.dumps(d, protocol=2)
-    finally:
-        del sys.modules["chumpy"], sys.modules["chumpy.ch"]
+    try: blob = _py2_dumps(d)
+    finally: del sys.modules["chumpy"], sys.modules["chumpy.ch"]
     assert "chumpy" not in sys.modules
-    (tmp_path / "generic_model.pkl").write_bytes(blob)
+    return blob
+
+
+def _chumpy_twin(folder, data, reduce_with="newobj"):
+    "FLAME 2020-style generic_model.pkl (Python 2, chumpy Ch arrays, sparse J_regressor) beside its numpy twin."
+    import scipy.sparse as sp
+    twin = write_flame_pkl(data, folder / "twin" / "FLAME_NEUTRAL.pkl")
+    d = safe_load_pickle(twin)
+    d["J_regressor"] = sp.csc_matrix(d["J_regressor"])
+    (folder / "generic_model.pkl").write_bytes(_py2_chumpy_dumps(d, reduce_with))
     for n in ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy"):
-        (tmp_path / n).write_bytes((tmp_path / n).read_bytes())
-    back = read_flame_pkl(tmp_path / "generic_model.pkl")
-    assert np.allclose(back.v_template, random_data.v_template) and np.allclose(back.J_regressor, random_data.J_regressor)
+        (folder / n).write_bytes((twin.parent / n).read_bytes())
+    return folder / "generic_model.pkl", twin
+
+
+def _globals(blob):
+    out = io.StringIO(); pickletools.dis(blob, out=out)
+    return {ln.split("GLOBAL", 1)[1].strip().strip("'") for ln in out.getvalue().splitlines() if " GLOBAL " in ln}
+
+
+@pytest.mark.parametrize("reduce_with", ["newobj", "reconstructor"])
+def test_chumpy_pickle_loads_without_chumpy(tmp_path, random_data, reduce_with):
+    "FLAME 2020-style: chumpy Ch state with a set in _dirty_vars, Python 2 names, latin-1 str buffers; no chumpy."
+    p, twin = _chumpy_twin(tmp_path, random_data, reduce_with)
+    blob = p.read_bytes()
+    g = _globals(blob)
+    assert {"__builtin__ set", "chumpy.ch Ch", "numpy.core.multiarray _reconstruct", "scipy.sparse.csc csc_matrix"} <= g
+    assert ("copy_reg _reconstructor" in g) == (reduce_with == "reconstructor")
+    assert not any(x.startswith(("builtins ", "copyreg ", "_codecs ")) for x in g)   # Python 2 names, str buffers
+    back, ref = read_flame_pkl(p), read_flame_pkl(twin)
+    for k in ("v_template", "shapedirs", "exprdirs", "posedirs", "J_regressor", "weights"):
+        assert np.array_equal(getattr(back, k), getattr(ref, k)), k
+    assert "chumpy" not in sys.modules
+    B, S, E = 2, back.shapedirs.shape[2], back.exprdirs.shape[2]
+    prm = _rand_params(B, S, E, torch.Generator().manual_seed(0))
+    out, twin_out = FLAME(back)(**prm), FLAME(ref)(**prm)
+    assert torch.equal(out.vertices, twin_out.vertices)
+    ref_data = ref; ref_data.eyelid_dirs = None
+    peer = _smplx_flame(twin.parent, S, E, B)
+    sm = peer(betas=prm["shape"], expression=prm["expression"], global_orient=prm["global_pose"],
+              neck_pose=prm["neck_pose"], jaw_pose=prm["jaw_pose"], leye_pose=prm["left_eye_pose"],
+              reye_pose=prm["right_eye_pose"], transl=prm["translation"])
+    back.eyelid_dirs = None
+    assert (FLAME(back)(**prm).vertices - sm.vertices).abs().max() < 1e-6
+
+
+def _op_global(mod, name): return pickle.GLOBAL + f"{mod}\n{name}\n".encode()
+
+
+def _op_str(s): b = s.encode(); return pickle.SHORT_BINSTRING + bytes([len(b)]) + b
+
+
+def _hostile_pickles(marker):
+    "Pickles that try to run `touch marker` through every route the wider allow-list could open."
+    cmd = _op_str(f"touch {marker}")
+    G, P, R, T1, B, M = _op_global, b"\x80\x02", pickle.REDUCE, pickle.TUPLE1, pickle.BUILD, pickle.MARK
+    return {
+        "os.system": P + G("os", "system") + cmd + T1 + R + b".",
+        "posix.system": P + G("posix", "system") + cmd + T1 + R + b".",
+        "reconstructor Popen": P + G("copy_reg", "_reconstructor") + G("subprocess", "Popen")
+                               + G("__builtin__", "object") + cmd + pickle.TUPLE3 + R + b".",
+        "reconstructor os._wrap_close": P + G("copy_reg", "_reconstructor") + G("os", "_wrap_close")
+                                        + G("__builtin__", "object") + pickle.NONE + pickle.TUPLE3 + R + b".",
+        "reconstructor ndarray from dtype": P + G("copy_reg", "_reconstructor") + G("numpy", "ndarray")
+                                           + G("numpy", "dtype") + _op_str("f8") + pickle.TUPLE3 + R + b".",
+        "copy_reg.__newobj__": P + G("copy_reg", "__newobj__") + G("subprocess", "Popen") + cmd + pickle.TUPLE2
+                               + R + b".",
+        "copyreg.__newobj__ with object": P + G("copyreg", "__newobj__") + G("__builtin__", "object") + T1 + R + b".",
+        "getattr(object, ...)": P + G("__builtin__", "getattr") + G("__builtin__", "object") + _op_str("__new__")
+                                + pickle.TUPLE2 + R + b".",
+        "eval": P + G("__builtin__", "eval") + _op_str(f"__import__('os').system('touch {marker}')") + T1 + R + b".",
+        "builtins.exec": P + G("builtins", "exec") + _op_str("import os") + T1 + R + b".",
+        "apply": P + G("__builtin__", "apply") + G("os", "system") + cmd + T1 + pickle.TUPLE2 + R + b".",
+        "__import__": P + G("__builtin__", "__import__") + _op_str("os") + T1 + R + b".",
+        "set as a callable": P + G("__builtin__", "set") + G("os", "system") + T1 + R + b".",
+        "_codecs.encode with a chosen codec": P + G("_codecs", "encode") + _op_str("x") + _op_str("zlib_codec")
+                                              + pickle.TUPLE2 + R + b".",
+        "chumpy stand-in without state": P + G("chumpy.ch", "Ch") + pickle.EMPTY_TUPLE + pickle.NEWOBJ + b".",
+        "set of a command string": P + G("__builtin__", "set") + cmd + T1 + R + b".",
+        "NEWOBJ object with args": P + G("__builtin__", "object") + cmd + T1 + pickle.NEWOBJ + b".",
+        "BUILD __setstate__ onto OrderedDict": P + G("collections", "OrderedDict") + pickle.EMPTY_TUPLE + R
+                                             + M + _op_str("__setstate__") + G("os", "system") + pickle.DICT + B
+                                             + cmd + B + b".",
+        "BUILD __reduce__ onto a chumpy stand-in": P + G("chumpy.ch", "Ch") + pickle.EMPTY_TUPLE + pickle.NEWOBJ
+                                                 + M + _op_str("__reduce__") + G("nt", "system") + pickle.DICT + B
+                                                 + b".",
+        "BUILD __setstate__=set onto OrderedDict": P + G("collections", "OrderedDict") + pickle.EMPTY_TUPLE + R
+                                                  + M + _op_str("__setstate__") + G("__builtin__", "set")
+                                                  + pickle.DICT + B + cmd + B + b".",
+    }
+
+
+@pytest.mark.parametrize("name", list(_hostile_pickles("m")))
+def test_hostile_pickles_run_nothing(tmp_path, name):
+    "Each route to `os.system` is refused or ends in an inert value; the marker file is never created."
+    marker = tmp_path / "pwned"
+    blob = _hostile_pickles(marker)[name]
+    try:
+        obj = safe_load_pickle(blob)
+    except (UnsafePickleError, ValueError) as e:
+        assert any(m in str(e) for m in ("refused", "not a readable pickle", "cannot read the value")), e
+    else:   # only inert data may come back: plain containers, holding at most allow-listed builtins
+        assert isinstance(obj, (dict, set, frozenset)), type(obj)
+        assert all(v in (set, frozenset) for v in getattr(obj, "__dict__", {}).values() if callable(v))
+    assert not marker.exists()
+    if name.split()[0] in ("os.system", "posix.system", "eval", "apply", "getattr(object,", "__import__",
+                           "builtins.exec", "copy_reg.__newobj__", "copyreg.__newobj__"):
+        with pytest.raises(UnsafePickleError, match="refused"): safe_load_pickle(blob)
 
 
 def test_gradients_reach_all_parameters(random_data):
@@ -243,3 +383,30 @@ def test_asset_search_uses_env(tmp_path, monkeypatch, random_data):
     assert find_asset("deca_landmarks") == tmp_path / "flame" / "landmark_embedding.npy"
     with pytest.raises(KeyError, match="unknown asset"):
         find_asset("nope")
+
+
+def test_flame_version_and_assets_report(tmp_path, monkeypatch, capsys, random_data):
+    "2020 from chumpy storage, 2023 from numpy + name, 2023 Open from the sha256, unknown/other otherwise; CLI shows it."
+    import headbook.models.assets as A
+    from headbook.cli import main
+    V = 5023
+    d = dict(v_template=np.zeros((V, 3)), shapedirs=np.zeros((V, 3, 400), np.uint8), f=np.zeros((1, 3), np.uint32))
+    fl = tmp_path / "flame"; fl.mkdir()
+    (fl / "generic_model.pkl").write_bytes(_py2_chumpy_dumps(d, keys=("v_template", "shapedirs")))
+    for n in ("flame2023.pkl", "flame2023_Open.pkl", "other.pkl"):
+        (fl / n).write_bytes(pickle.dumps(dict(d, note=n), protocol=4))
+    monkeypatch.setattr(A, "FLAME_2023_OPEN_SHA256", A.sha256(fl / "flame2023_Open.pkl"))
+    want = {"generic_model.pkl": "FLAME 2020", "flame2023.pkl": "FLAME 2023", "flame2023_Open.pkl": "FLAME 2023 Open",
+            "other.pkl": "FLAME (version unknown)"}
+    for n, v in want.items():
+        got = A.flame_version(fl / n)
+        assert got["version"] == v and got["sha256"] == A.sha256(fl / n), (n, got)
+    assert A.flame_version(write_flame_pkl(random_data, tmp_path / "r" / "m.pkl"))["version"] == "not FLAME's mesh"
+    monkeypatch.setenv("HEADBOOK_ASSETS", str(tmp_path)); monkeypatch.setenv("HEADBOOK_CACHE", str(tmp_path / "c"))
+    rows = {r["key"]: r for r in A.asset_report()}
+    assert [rows[k]["version"] for k in ("flame2020", "flame2023", "flame2023_open")] == \
+        ["FLAME 2020", "FLAME 2023", "FLAME 2023 Open"]
+    assert main(["assets"]) in (0, None)
+    out = capsys.readouterr().out
+    for v in ("FLAME 2020", "FLAME 2023", "FLAME 2023 Open"): assert f"recognised: {v}" in out
+    assert f"sha256 {A.sha256(fl / 'generic_model.pkl')}" in out and "matches the published sha256" in out

@@ -13,9 +13,10 @@ import numpy as np
 from .flame import HeadModelData, N_STATIC_LMK, N_CONTOUR_LMK, N_YAW_BINS
 
 # %% auto #0
-__all__ = ['FLAME_2023_OPEN_SHA256', 'ASSETS', 'UnsafePickleError', 'RestrictedUnpickler', 'safe_load_pickle', 'safe_load_npy',
-           'sha256', 'read_landmark_embedding', 'read_flame_pkl', 'write_flame_pkl', 'read_flame_texture', 'AssetSpec',
-           'search_roots', 'find_asset', 'asset_report']
+__all__ = ['FLAME_2023_OPEN_SHA256', 'FLAME_N_VERTS', 'FLAME_N_COMPONENTS', 'ASSETS', 'UnsafePickleError', 'RestrictedUnpickler',
+           'safe_load_pickle', 'safe_load_npy', 'sha256', 'read_landmark_embedding', 'read_flame_pkl',
+           'write_flame_pkl', 'read_flame_texture', 'flame_version', 'AssetSpec', 'search_roots', 'find_asset',
+           'asset_report']
 
 # %% ../../nbs/12_models.assets.ipynb #e8ec4455
 class UnsafePickleError(pickle.UnpicklingError):
@@ -23,6 +24,7 @@ class UnsafePickleError(pickle.UnpicklingError):
 
 class _ChumpyStub:
     "Inert stand-in for a pickled chumpy object: keeps the state, never runs chumpy code."
+    _state = {}   # until BUILD hands over the state (NEWOBJ does not call __init__)
     def __init__(self, *a, **k): self.__dict__["_state"] = {}
     def __setstate__(self, state):
         self.__dict__["_state"] = state if isinstance(state, dict) else {"_raw": state}
@@ -53,16 +55,38 @@ _ALLOWED = {
     ("numpy._core.numeric", "_frombuffer"): lambda: _np_core("numeric")._frombuffer,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
-    ("copy_reg", "_reconstructor"): lambda: __import__("copyreg")._reconstructor,
-    ("copyreg", "_reconstructor"): lambda: __import__("copyreg")._reconstructor,
+    ("copy_reg", "_reconstructor"): lambda: _safe_reconstructor,
+    ("copyreg", "_reconstructor"): lambda: _safe_reconstructor,
     ("__builtin__", "object"): lambda: object, ("builtins", "object"): lambda: object,
+    ("__builtin__", "set"): lambda: set, ("builtins", "set"): lambda: set,   # chumpy's Ch._dirty_vars
+    ("__builtin__", "frozenset"): lambda: frozenset, ("builtins", "frozenset"): lambda: frozenset,
     ("collections", "OrderedDict"): lambda: __import__("collections").OrderedDict,
-    ("_codecs", "encode"): lambda: __import__("codecs").encode,   # protocol-2 pickles of bytes (latin1 text -> bytes)
+    ("_codecs", "encode"): lambda: _latin1_encode,   # Python 3 protocol-2 pickles of bytes (latin1 text -> bytes)
 }
 for _m in ("scipy.sparse.csc", "scipy.sparse._csc", "scipy.sparse.csr", "scipy.sparse._csr",
            "scipy.sparse.coo", "scipy.sparse._coo"):
     for _c in ("csc_matrix", "csr_matrix", "coo_matrix"):
         _ALLOWED[(_m, _c)] = (lambda c=_c: _sparse(c))
+
+def _latin1_encode(text, encoding="latin1"):
+    "`_codecs.encode` as Python 3 writes bytes at protocol 2, and only that: no codec lookup by a file's choice."
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refused _codecs.encode(..., {encoding!r}): only latin1 text -> bytes is allowed")
+    return text.encode("latin1")
+
+def _reconstructible():
+    "Classes `copy_reg._reconstructor` may build: those the allow-list hands out, nothing else."
+    import collections, scipy.sparse as sp
+    return (_ChumpyStub, collections.OrderedDict, sp.csc_matrix, sp.csr_matrix, sp.coo_matrix, set, frozenset)
+
+def _safe_reconstructor(cls, base, state):
+    "`copy_reg._reconstructor` (how Python 2 rebuilt new-style objects) limited to allow-listed classes."
+    ok = _reconstructible()
+    if cls not in ok or not (base is object or (base in ok and isinstance(base, type) and issubclass(cls, base))):
+        raise UnsafePickleError(f"refused copy_reg._reconstructor({getattr(cls, '__name__', cls)!r}, "
+                                f"{getattr(base, '__name__', base)!r}): only allow-listed classes are rebuilt "
+                                "(this file may try to run code)")
+    return __import__("copyreg")._reconstructor(cls, base, state)
 
 # %% ../../nbs/12_models.assets.ipynb #ac73fbeb
 class RestrictedUnpickler(pickle.Unpickler):
@@ -89,12 +113,15 @@ def safe_load_pickle(path_or_bytes) -> object:
         p = Path(path_or_bytes)
         if not p.exists(): raise FileNotFoundError(f"file not found: {p}")
         data = p.read_bytes(); where = str(p)
+    return _dechumpy(_restricted_load(data, where))
+
+def _restricted_load(data: bytes, where: str) -> object:
+    "The pickle in `data` through `RestrictedUnpickler`, chumpy objects still as `_ChumpyStub`s."
     try:
-        obj = RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError: raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
         raise ValueError(f"{where} is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}") from None
-    return _dechumpy(obj)
 
 def safe_load_npy(path) -> object:
     """Load a .npy; object arrays (pickled dicts such as DECA's landmark_embedding.npy) go through the restricted
@@ -247,6 +274,28 @@ def read_flame_texture(path) -> dict:
             if k in z: out[k] = z[k]
     return out
 
+# %% ../../nbs/12_models.assets.ipynb #f1a7e2c0
+FLAME_N_VERTS, FLAME_N_COMPONENTS = 5023, 400   # FLAME 2020 / 2023: 5023 vertices, 300 shape + 100 expression
+
+def flame_version(path, sha: str | None = None) -> dict:
+    """Which FLAME a pkl holds: `version` ("FLAME 2020", "FLAME 2023", "FLAME 2023 Open", "FLAME (version unknown)"
+    or "not FLAME's mesh"), its `sha256`, and the `basis` of the answer."""
+    p = _must_exist(path, "FLAME model", "pass the path of a FLAME pkl")
+    sha = sha or sha256(p)
+    if sha == FLAME_2023_OPEN_SHA256: return dict(version="FLAME 2023 Open", sha256=sha, basis="published sha256")
+    raw = _restricted_load(p.read_bytes(), str(p))
+    if not isinstance(raw, dict) or "v_template" not in raw or "shapedirs" not in raw:
+        return dict(version="not a FLAME model", sha256=sha, basis="no v_template / shapedirs")
+    chumpy = any(isinstance(v, _ChumpyStub) for v in raw.values())
+    V, K = np.shape(_dechumpy(raw["v_template"]))[0], np.shape(_dechumpy(raw["shapedirs"]))[-1]
+    basis = f"{V} vertices, {K} shape+expression components, {'chumpy' if chumpy else 'numpy'} arrays"
+    if V != FLAME_N_VERTS: version = "not FLAME's mesh"
+    elif K == FLAME_N_COMPONENTS and chumpy: version = "FLAME 2020"
+    elif K == FLAME_N_COMPONENTS and "2023" in p.name:
+        version, basis = "FLAME 2023", basis + ", file name"
+    else: version = "FLAME (version unknown)"
+    return dict(version=version, sha256=sha, basis=basis)
+
 # %% ../../nbs/12_models.assets.ipynb #a329b61b
 @dataclass
 class AssetSpec:
@@ -308,14 +357,19 @@ def find_asset(key: str) -> Path | None:
     return None
 
 def asset_report() -> list[dict]:
-    "One row per asset: key, found path (or None), sha256 for files, what it is, where to get it."
+    """One row per asset: key, found path (or None), sha256 for files, what it is, where to get it, and for FLAME
+    pickles the version recognised (`flame_version`)."""
     rows = []
     for a in ASSETS:
         p = find_asset(a.key)
         sha = sha256(p) if p is not None and p.is_file() and p.stat().st_size < 500_000_000 else None
-        note = ""
+        note, version = "", None
         if a.key == "flame2023_open" and sha is not None:
             same = sha == FLAME_2023_OPEN_SHA256
             note = "matches the published sha256" if same else "sha256 differs from the published one"
-        rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note))
+        if a.key.startswith("flame20") and sha is not None:
+            try: version = flame_version(p, sha)["version"]
+            except (UnsafePickleError, ValueError) as e: version = f"unreadable ({e})"
+        rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note,
+                         version=version))
     return rows
