@@ -184,8 +184,9 @@ def _must_exist(path, what: str, how: str) -> Path:
 
 def read_flame_pkl(path, landmarks: dict | None = None) -> HeadModelData:
     "A FLAME-layout pickle (2020 chumpy, 2023, 2023 Open, or written by headbook) and the embedding files beside it."
-    path = _must_exist(path, "FLAME model", "FLAME needs a free registration: download it from https://flame.is.tue.mpg.de "
-                       "and pass the path of generic_model.pkl / flame2023.pkl (or put it in $HEADBOOK_ASSETS/flame/)")
+    path = _must_exist(path, "FLAME model", "FLAME needs a free registration: download it from "
+                       "https://flame.is.tue.mpg.de and pass the path of generic_model.pkl / flame2023.pkl "
+                       "(or put it in $HEADBOOK_ASSETS/flame/)")
     d = safe_load_pickle(path)
     if not isinstance(d, dict): raise ValueError(f"{path} does not hold a FLAME model dict (got {type(d).__name__})")
     need = ["v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table"]
