@@ -273,3 +273,14 @@ def test_reconstruct_same_person(tmp_path, head):
     pa, pb = np.load(tmp_path / "out" / "a" / "params.npz"), np.load(tmp_path / "out" / "b" / "params.npz")
     assert np.array_equal(pa["shape"], pb["shape"]) and np.abs(pa["shape"]).max() > 0       # one fitted identity
     assert not np.array_equal(pa["global_pose"], pb["global_pose"])                       # each photo its own pose
+
+
+def test_reconstruct_refuses_an_unavailable_device(tmp_path):
+    # issue 17: `--device cuda` without a GPU ended in a torch traceback
+    import torch
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is available here"):
+            reconstruct([], "synthhead", tmp_path, device="cuda")
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+        reconstruct([], "synthhead", tmp_path, device="banana")
+    assert not any(tmp_path.iterdir())                                          # nothing written

@@ -410,3 +410,28 @@ def test_flame_version_and_assets_report(tmp_path, monkeypatch, capsys, random_d
     out = capsys.readouterr().out
     for v in ("FLAME 2020", "FLAME 2023", "FLAME 2023 Open"): assert f"recognised: {v}" in out
     assert f"sha256 {A.sha256(fl / 'generic_model.pkl')}" in out and "matches the published sha256" in out
+
+
+def test_entry_point_refuses_inputs_that_describe_no_head():
+    # issue 17: jaw_pose=1e30 used to return NaN vertices, batch size 0 failed deep in lbs, n_shape=-1 was accepted
+    from headbook.models import load_head_model
+    m = load_head_model("synthhead")
+    with pytest.raises(ValueError, match=r"jaw_pose has a value of 1e\+30 axis-angle radians"):
+        m(jaw_pose=torch.tensor([[1e30, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"shape has a value of 5e\+03 σ units"):
+        m(shape=torch.full((1, 3), 5e3))
+    with pytest.raises(ValueError, match="translation has a value"):
+        m(translation=torch.tensor([[0.0, 0.0, 2e3]]))
+    with pytest.raises(ValueError, match="expression has batch size 0"):
+        m(expression=torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="global_pose contains NaN"):
+        m(global_pose=torch.tensor([[float("nan"), 0.0, 0.0]]))
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="n_shape must be a non-negative int"):
+            load_head_model("synthhead", n_shape=bad)
+    with pytest.raises(ValueError, match="n_expr must be a non-negative int"):
+        load_head_model("synthhead", n_expr=-3)
+    # the largest legal values still give finite vertices, and 0 identity components is a valid (mean-head) model
+    out = m(jaw_pose=torch.tensor([[999.0, 0.0, 0.0]]), shape=torch.full((1, 3), 999.0))
+    assert torch.isfinite(out.vertices).all()
+    assert load_head_model("synthhead", n_shape=0).n_shape == 0

@@ -6,6 +6,7 @@ Docs: https://headbook.github.io/headbook/models.flame.html.md"""
 
 # %% ../../nbs/11_models.flame.ipynb #af043701
 from __future__ import annotations
+import math
 from dataclasses import dataclass, field
 import numpy as np
 import torch
@@ -94,6 +95,8 @@ class FLAMEOutput:
 
 # %% ../../nbs/11_models.flame.ipynb #68b5d17e
 _POSES = ("global_pose", "neck_pose", "jaw_pose", "left_eye_pose", "right_eye_pose")
+_INPUT_LIMIT = 1e3   # |value| of any input beyond which the layer refuses it (σ units, radians, metres)
+_UNITS = {"shape": "σ units", "expression": "σ units", "eyelids": "blend weight", "translation": "metres"}
 
 def _as_np(x, dtype=np.float32): return np.ascontiguousarray(np.asarray(x, dtype=dtype))
 
@@ -106,6 +109,9 @@ class FLAME(nn.Module):
                  dtype=torch.float32):
         super().__init__()
         validate_head_model_data(data)
+        for name, n in (("n_shape", n_shape), ("n_expr", n_expr)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+                raise ValueError(f"{name} must be a non-negative int (components to use) or None, got {n!r}")
         self.data = data
         S = data.shapedirs.shape[2] if n_shape is None else min(n_shape, data.shapedirs.shape[2])
         E = data.exprdirs.shape[2] if n_expr is None else min(n_expr, data.exprdirs.shape[2])
@@ -145,6 +151,7 @@ class FLAME(nn.Module):
             if v is None: continue
             if not isinstance(v, Tensor): raise TypeError(f"{k} must be a torch.Tensor, got {type(v).__name__}")
             if v.dim() != 2: raise ValueError(f"{k} must have shape [B, {self._size(k)}], got {list(v.shape)}")
+            if v.shape[0] == 0: raise ValueError(f"{k} has batch size 0: give at least one row [1, {self._size(k)}]")
             if v.shape[0] != 1:
                 if B != 1 and v.shape[0] != B:
                     raise ValueError(f"{k} has batch size {v.shape[0]}, other inputs have {B}")
@@ -179,7 +186,11 @@ class FLAME(nn.Module):
                 if self.n_eyelids == 0: raise ValueError("eyelids given but this head model has no eyelid blend shapes")
                 if v.shape[1] != 2: raise ValueError(f"eyelids must have shape [B, 2], got {list(v.shape)}")
             elif v.shape[1] != 3: raise ValueError(f"{k} must have shape [B, 3], got {list(v.shape)}")
-            if not torch.isfinite(v).all(): raise ValueError(f"{k} contains NaN or inf")
+            m = float(v.detach().abs().max()) if v.numel() else 0.0
+            if not math.isfinite(m): raise ValueError(f"{k} contains NaN or inf")
+            if m > _INPUT_LIMIT:                       # describes no head, and float32 overflows on the way to NaN
+                unit = _UNITS.get(k, "axis-angle radians")
+                raise ValueError(f"{k} has a value of {m:.3g} {unit}; values beyond {_INPUT_LIMIT:g} describe no head")
         dt, dev = self.v_template.dtype, self.v_template.device
         z = lambda n: torch.zeros(B, n, dtype=dt, device=dev)
         ex = lambda v: v.to(dt).expand(B, -1)
