@@ -103,7 +103,8 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
     from headbook.models import load_head_model
     if isinstance(photos, (str, Path)): photos = [photos]
     try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}, but no CUDA device is available here: use device='cpu'")
     if isinstance(preset, str):
