@@ -181,6 +181,11 @@ def _check_finite(losses: dict, stage: str, step: int):
                                      f"at {stage} stage "
                                      f"step {step}; lower the learning rate or check the inputs (landmarks, masks)")
 
+def _diverged(stage: str, step: int, e: ValueError) -> FloatingPointError:
+    "A parameter the head model refuses (NaN, or far beyond any head): the fit diverged at this step."
+    return FloatingPointError(f"fit_photometric: {e} at {stage} stage step {step}; "
+                              "lower the learning rate or check the inputs (landmarks, masks, init)")
+
 def _residual(pred: Tensor, target: Tensor) -> Tensor:
     ("Render minus photo where a clipped photo pixel (1 or 0) only says 'at least 1' ('at most 0'): no penalty beyond "
      "it.")
@@ -442,7 +447,8 @@ def _rigid_stage(pb: _Problem, Q: dict) -> list:
                             {"params": [Q["cam"]], "lr": cfg.lr_camera, "weight_decay": 0.0}], lr=cfg.lr)
     hist = []
     for k in tqdm(range(cfg.rigid_iters), desc="rigid", disable=not cfg.progress, leave=False):
-        lm = pb.cam.pixels(_forward(pb, Q).landmarks[:, 17:], Q["cam"])
+        try: lm = pb.cam.pixels(_forward(pb, Q).landmarks[:, 17:], Q["cam"])
+        except ValueError as e: raise _diverged("rigid", k, e) from e
         losses = {"landmark_static": cfg.w_lmk * _lmk_loss(lm, pb.landmarks68[:, 17:], W).sum()}
         _check_finite(losses, "rigid", k)
         loss = sum(losses.values())
@@ -460,8 +466,10 @@ def _full_stage(pb: _Problem, Q: dict, iters: int, lr_final: float) -> list:
                             {"params": [Q["sh"]], "lr": cfg.lr_light, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
     lr0, hist, p2f = [g["lr"] for g in opt.param_groups], [], None
     for k in tqdm(range(iters), desc="full", disable=not cfg.progress, leave=False):
-        if p2f is None or k % max(cfg.raster_every, 1) == 0: p2f = _raster(pb, Q)
-        losses = {n: v.sum() for n, v in _energy_terms(pb, Q, _residuals(pb, Q, p2f)).items()}
+        try:
+            if p2f is None or k % max(cfg.raster_every, 1) == 0: p2f = _raster(pb, Q)
+            losses = {n: v.sum() for n, v in _energy_terms(pb, Q, _residuals(pb, Q, p2f)).items()}
+        except ValueError as e: raise _diverged("full", k, e) from e
         _check_finite(losses, "full", k)
         loss = sum(losses.values())
         decay = lr_final + (1 - lr_final) * 0.5 * (1 + math.cos(math.pi * k / max(iters, 1)))
