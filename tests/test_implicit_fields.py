@@ -127,3 +127,54 @@ def test_blend_ensemble_gradients_flow_through_the_sparse_path():
     assert (g_dense - g_sparse).abs().max() < 1e-8
     eikonal_loss(g_sparse).backward()                                            # second order reaches the weights
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ens.parameters())
+
+
+def _member_mlp(ens, m, inp):  # one member on [P, d_in], written out layer by layer
+    h = inp
+    for l, (W, b) in enumerate(zip(ens.weights, ens.biases)):
+        if l in ens.skips: h = torch.cat([h, inp], -1)
+        h = h @ W[m] + b[m, 0]
+        if l < len(ens.weights) - 1: h = torch.nn.functional.softplus(h, beta=100)
+    return h
+
+
+def test_blend_with_codes_shared_members_mirrors_and_background_equals_a_direct_loop():
+    torch.manual_seed(3)
+    B, K, F, N = 2, 5, 4, 40
+    ens = MLPEnsemble(n_members=4, d_in=3 + F, d_out=1, width=16, n_layers=3, skips=(1,))
+    member = torch.tensor([0, 0, 1, 2, 3]); mirror = torch.tensor([False, True, False, False, False])
+    C = torch.randn(B, K, 3) * 0.3; C[:, -1] = 0
+    Fe = torch.randn(B, K, F)
+    x = torch.randn(N, 3) * 0.3; batch = torch.arange(N) % B
+    sigma, bg = 0.2, -8.0
+    got = blend_ensemble(ens, x, C, sigma, batch=batch, features=Fe, member=member, mirror=mirror,
+                         background_logit=bg)
+    want = torch.zeros(N, 1)
+    for n in range(N):
+        b = batch[n]
+        logw = torch.stack([-((x[n] - C[b, k]) ** 2).sum() / (2 * sigma ** 2) if k < K - 1 else torch.tensor(bg)
+                            for k in range(K)])
+        w = torch.softmax(logw, 0)
+        for k in range(K):
+            loc = x[n] - C[b, k]
+            if mirror[k]: loc = loc * torch.tensor([-1.0, 1.0, 1.0])
+            want[n] += w[k] * _member_mlp(ens, member[k], torch.cat([loc, Fe[b, k]])[None])[0]
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    # the background member's output can be pinned (NPHM: "always outside" at evaluation)
+    pinned = blend_ensemble(ens, x, C, sigma, batch=batch, features=Fe, member=member, mirror=mirror,
+                            background_logit=bg, background_value=1.0)
+    assert not torch.allclose(pinned, got)
+    with pytest.raises(ValueError, match="give `batch`"): blend_ensemble(ens, x, C, sigma, features=Fe, member=member)
+    with pytest.raises(ValueError, match="member indices"):
+        blend_ensemble(ens, x, C, sigma, batch=batch, features=Fe, member=member + 1)
+    with pytest.raises(ValueError, match="takes 7 inputs"): blend_ensemble(ens, x, C, sigma, batch=batch, member=member)
+
+
+def test_sdf_network_code_starts_ignored_and_is_checked():
+    net = SDFNetwork(d_cond=8, width=32, n_layers=4, skips=(2,), n_freqs=2, radius=0.5)
+    x = torch.randn(50, 3) * 0.3
+    a, b = net(x, torch.randn(8))[:, 0], net(x, torch.zeros(50, 8))[:, 0]
+    assert torch.equal(a, b)                                   # zero-initialised code columns
+    assert (a - (x.norm(dim=-1) - 0.5)).abs().max() < 0.05     # still the initial sphere
+    with pytest.raises(ValueError, match="cond"): net(x)
+    with pytest.raises(ValueError, match="cond must have shape"): net(x, torch.zeros(50, 7))

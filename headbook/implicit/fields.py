@@ -76,12 +76,14 @@ class SDFNetwork(nn.Module):
                  inside_out: bool = False,
                  input_scale: float = 1.0, # s: f(x) = g(s x) / s
                  seed: int = 0,            # generator of the initial weights
+                 d_cond: int = 0,          # conditioning inputs (a latent code) appended to the encoded input
                 ):
         super().__init__()
         if init not in ("sphere", "sal", None): raise ValueError(f"init must be 'sphere', 'sal' or None, got {init!r}")
         self.d_in, self.d_feature, self.n_freqs, self.skips = d_in, d_feature, n_freqs, tuple(skips)
+        self.d_cond = d_cond
         self.input_scale = input_scale
-        d_enc = encoding_dim(d_in, n_freqs)
+        d_enc = encoding_dim(d_in, n_freqs) + d_cond   # the code's columns start at zero: the initial field ignores it
         dims = [d_enc] + [width] * (n_layers - 1) + [1 + d_feature]
         g = torch.Generator().manual_seed(seed)
         layers = []
@@ -109,8 +111,11 @@ class SDFNetwork(nn.Module):
         last = self.layers[-1]
         last.weight[0] *= a; last.bias[0] = last.bias[0] * a + b
 
-    def _raw(self, x: Tensor) -> Tensor:  # [..., d_in] scaled input -> [..., 1 + F] in scaled units
+    def _raw(self, x: Tensor, cond: Tensor | None = None) -> Tensor:  # [..., d_in] scaled -> [..., 1 + F] scaled
         inp = positional_encoding(x, self.n_freqs)
+        if self.d_cond:
+            c = x.new_zeros(*x.shape[:-1], self.d_cond) if cond is None else cond.expand(*x.shape[:-1], self.d_cond)
+            inp = torch.cat([inp, c], -1)
         h = inp
         for l, lin in enumerate(self.layers):
             if l in self.skips: h = torch.cat([h, inp], -1) / math.sqrt(2)
@@ -119,10 +124,14 @@ class SDFNetwork(nn.Module):
         return h
 
     def forward(self, x: Tensor,  # [..., d_in] points
+                cond: Tensor | None = None,  # [..., d_cond] (broadcast over the points), when d_cond > 0
                ) -> Tensor:  # [..., 1 + F]: signed distance first, then the features
         check_tensor(x, "x", (..., self.d_in), floating=True)
+        if self.d_cond and cond is None: raise ValueError(f"cond ([..., {self.d_cond}]) is required: d_cond > 0")
+        if cond is not None and (not self.d_cond or cond.shape[-1] != self.d_cond):
+            raise ValueError(f"cond must have shape [..., {self.d_cond}], got {tuple(cond.shape)}")
         s = self.input_scale
-        h = self._raw(x * s)
+        h = self._raw(x * s, cond)
         return torch.cat([h[..., :1] / s, h[..., 1:]], -1)
 
 # %% ../../nbs/16_implicit.fields.ipynb #052a745a
@@ -199,26 +208,70 @@ class MLPEnsemble(nn.Module):
         return torch.stack(outs)
 
 # %% ../../nbs/16_implicit.fields.ipynb #014f96c2
+def _per_batch(t: Tensor | None, name: str, K: int, last: int | None, B: int | None) -> Tensor | None:
+    "[K, D] or [B, K, D] -> [B or 1, K, D], checked."
+    if t is None: return None
+    if t.dim() == 2: t = t[None]
+    check_tensor(t, name, (B if B is not None else None, K, last), floating=True)
+    return t
+
 def blend_ensemble(ensemble: MLPEnsemble,
                    x: Tensor,        # [N, 3] points (global frame)
-                   centres: Tensor,  # [M, 3] anchor of each member; member m sees x - c_m
+                   centres: Tensor,  # [K, 3] anchors, or [B, K, 3] one set per batch element (see `batch`)
                    sigma: float,     # Gaussian blend width (same unit as x)
                    cutoff: float = 0.0,  # drop pairs with exp(-d^2/2σ^2) below cutoff × the point's largest
+                   batch: Tensor | None = None,     # [N] int64: the batch element of each point (default: all 0)
+                   features: Tensor | None = None,  # [K, F] or [B, K, F]: appended to each anchor's local coordinates
+                   member: Tensor | None = None,    # [K] int64: the MLP of each anchor (shared weights); default k
+                   mirror: Tensor | None = None,    # [K] bool: the anchor sees its local x-coordinate negated
+                   background_logit: float | None = None,  # the last anchor: this constant log-weight, no Gaussian
+                   background_value: float | None = None,  # the last anchor's output replaced by this constant
                   ) -> Tensor:  # [N, d_out] blended outputs
     "NPHM-style Gaussian blend of local members, evaluating only the pairs that matter."
     check_tensor(x, "x", (None, 3), floating=True)
-    check_tensor(centres, "centres", (ensemble.M, 3), floating=True)
-    logw = -((x[:, None] - centres[None]) ** 2).sum(-1) / (2 * sigma ** 2)       # [N, M]
+    if centres.dim() not in (2, 3): raise ValueError(f"centres must be [K, 3] or [B, K, 3], got {tuple(centres.shape)}")
+    K = centres.shape[-2]
+    C = _per_batch(centres, "centres", K, 3, None)
+    B = C.shape[0]
+    if batch is None:
+        if B != 1: raise ValueError(f"centres hold {B} batch elements: give `batch`, the element of each point")
+        batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    check_tensor(batch, "batch", (x.shape[0],))
+    if len(batch) and (int(batch.min()) < 0 or int(batch.max()) >= B):
+        raise ValueError(f"batch holds indices outside [0, {B})")
+    Fe = _per_batch(features, "features", K, None, B)
+    if member is None and K != ensemble.M:
+        raise ValueError(f"centres must have shape [{ensemble.M}, 3] (one anchor per member) when no `member` map "
+                         f"is given, got {tuple(centres.shape)}")
+    member = torch.arange(K, device=x.device) if member is None else member.long()
+    check_tensor(member, "member", (K,))
+    if int(member.min()) < 0 or int(member.max()) >= ensemble.M:
+        raise ValueError(f"member indices must lie in [0, {ensemble.M}) (the ensemble's members)")
+    d_local = 3 + (Fe.shape[-1] if Fe is not None else 0)
+    if d_local != ensemble.d_in:
+        raise ValueError(f"the ensemble takes {ensemble.d_in} inputs; 3 coordinates + {d_local - 3} features given")
+    logw = -((x[:, None] - C[batch]) ** 2).sum(-1) / (2 * sigma ** 2)              # [N, K]
+    if background_logit is not None:
+        logw = torch.cat([logw[:, :-1], torch.full_like(logw[:, -1:], background_logit)], 1)
     keep = torch.ones_like(logw, dtype=torch.bool)
     if cutoff > 0: keep = logw >= logw.max(1, keepdim=True).values + math.log(cutoff)
-    w = torch.softmax(logw.masked_fill(~keep, float("-inf")), dim=1)               # [N, M]
-    pi, mi = keep.nonzero(as_tuple=True)                                            # pairs, sorted by point
-    order = torch.argsort(mi, stable=True); pi, mi = pi[order], mi[order]
+    w = torch.softmax(logw.masked_fill(~keep, float("-inf")), dim=1)               # [N, K]
+    pi, ki = keep.nonzero(as_tuple=True)                                            # pairs, sorted by point
+    mi = member[ki]
+    order = torch.argsort(mi, stable=True); pi, ki, mi = pi[order], ki[order], mi[order]
     counts = torch.bincount(mi, minlength=ensemble.M)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.arange(len(mi), device=x.device) - starts[mi]                      # position inside its member
-    block = x.new_zeros(ensemble.M, int(counts.max()) if len(mi) else 0, 3)
-    block[mi, slot] = x[pi] - centres[mi]
+    bi = batch[pi]
+    local = x[pi] - C[bi, ki]
+    if mirror is not None:
+        sign = torch.where(mirror.to(x.device)[ki], -1.0, 1.0).to(x.dtype)
+        local = torch.cat([local[:, :1] * sign[:, None], local[:, 1:]], 1)
+    if Fe is not None: local = torch.cat([local, Fe[bi, ki]], 1)
+    block = x.new_zeros(ensemble.M, int(counts.max()) if len(mi) else 0, d_local)
+    block[mi, slot] = local
     out = ensemble(block)[mi, slot]                                                 # [P, d_out]
+    if background_value is not None:
+        out = torch.where((ki == K - 1)[:, None], torch.full_like(out, background_value), out)
     return torch.zeros(x.shape[0], out.shape[-1], dtype=out.dtype, device=x.device).index_add(
-        0, pi, out * w[pi, mi][:, None])
+        0, pi, out * w[pi, ki][:, None])
