@@ -87,6 +87,9 @@ class SDFNetwork(nn.Module):
         dims = [d_enc] + [width] * (n_layers - 1) + [1 + d_feature]
         g = torch.Generator().manual_seed(seed)
         layers = []
+        if any(0 < l < n_layers and width <= d_enc for l in self.skips):
+            raise ValueError(f"a skip needs width > the input's size ({d_enc}: coordinates, encoding, code); "
+                             f"width is {width}: drop the skip or widen the network")
         for l in range(n_layers):
             lin = nn.Linear(dims[l], dims[l + 1] - d_enc if (l + 1) in self.skips else dims[l + 1])
             if init:
