@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 # %% auto #0
 __all__ = ['NPHM_NECK_VERTICES', 'SurfaceMetrics', 'point_cloud_metrics', 'fibonacci_sphere', 'visible_surface_samples',
-           'above_plane', 'near_region', 'surface_metrics']
+           'above_plane', 'near_region', 'landmark_face_region', 'surface_metrics']
 
 # %% ../../nbs/81_eval.surface.ipynb #64502b05
 @dataclass
@@ -129,6 +129,23 @@ def near_region(points: np.ndarray,          # [N, 3]
     d, i = cKDTree(region_verts).query(points)
     plane = np.abs(((np.asarray(points) - region_verts[i]) * region_normals[i]).sum(1))
     return (plane <= max_plane) & (d <= max_point)
+
+# %% ../../nbs/81_eval.surface.ipynb #87d747ee
+def landmark_face_region(points: np.ndarray,     # [N, 3] metres, head frame (+Y up, +Z out of the face)
+                         landmarks: np.ndarray,  # [68, 3] the head's landmarks (iBUG order), metres
+                         forehead: float = 0.03, # how far above the brows the region reaches
+                         margin: float = 0.005,  # grow the outline by this much
+                        ) -> np.ndarray:  # [N] bool
+    "Points inside the jaw-and-brow outline (front view) and in front of the jaw corners: the face."
+    from matplotlib.path import Path as _Path
+    L = np.asarray(landmarks, dtype=np.float64)
+    if L.shape != (68, 3): raise ValueError(f"landmarks must have shape [68, 3], got {L.shape}")
+    brows = L[26:16:-1, :2] + np.array([0.0, forehead])
+    poly = np.concatenate([L[0:17, :2], brows])
+    P = np.asarray(points, dtype=np.float64)
+    inside = _Path(poly).contains_points(P[:, :2], radius=-margin) | _Path(poly[::-1]).contains_points(P[:, :2],
+                                                                                                          radius=margin)
+    return inside & (P[:, 2] > min(L[0, 2], L[16, 2]) - margin)
 
 # %% ../../nbs/81_eval.surface.ipynb #9b9617cc
 def surface_metrics(pred_verts: np.ndarray, pred_faces: np.ndarray,  # [V, 3], [F, 3] (metres)

@@ -100,7 +100,7 @@ def _presets() -> dict:
     small = NPHMConfig(model=NPHMModelConfig(**_SMALL),
                        data=NPHMDataConfig(n_identities=48, n_expressions=8, n_surface=500, n_near=250, n_far=125,
                                            n_corresp=500),
-                       loss=NPHMLossWeights(near_sdf=1.0), steps=1500, batch_size=4, lr_decay_every=600,
+                       loss=NPHMLossWeights(near_sdf=1.0), steps=1000, batch_size=4, lr_decay_every=400,
                        ckpt_every=250)
     paper = NPHMConfig()
     out = {"smoke": smoke, "small": small, "paper": paper}
