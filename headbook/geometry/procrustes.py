@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # %% auto #0
-__all__ = ['Similarity', 'procrustes']
+__all__ = ['Similarity', 'procrustes', 'icp_similarity']
 
 # %% ../../nbs/05_geometry.procrustes.ipynb #43e42eb6
 @dataclass
@@ -46,3 +46,30 @@ def procrustes(src: np.ndarray,  # [L, 3] points to move (prediction landmarks)
     Q = U @ Vt
     s = S.sum() * nX / nY if scaling else 1.0
     return Similarity(float(s), Q, muX - s * Q @ muY)
+
+# %% ../../nbs/05_geometry.procrustes.ipynb #3d3715c5
+def icp_similarity(src: np.ndarray,     # [N, 3] points to move (a scan's samples)
+                   target: np.ndarray,  # [M, 3] dense samples of the target surface
+                   iters: int = 30,
+                   trim: float = 0.2,   # drop this fraction of the worst matches each iteration
+                   scaling: bool = True,
+                   init: Similarity | None = None,  # default: match the bounding boxes (same axes)
+                  ) -> Similarity:
+    "Trimmed ICP with a similarity (rotation, translation, optional scale) from src onto target."
+    from scipy.spatial import cKDTree
+    S = np.asarray(src, np.float64); T = np.asarray(target, np.float64)
+    if S.ndim != 2 or S.shape[1] != 3 or T.ndim != 2 or T.shape[1] != 3 or len(S) < 3 or len(T) < 3:
+        raise ValueError(f"src and target must be [N, 3] with N >= 3, got {S.shape} and {T.shape}")
+    if not 0 <= trim < 1: raise ValueError(f"trim must lie in [0, 1), got {trim}")
+    if init is None:
+        ext = lambda P: P.max(0) - P.min(0)
+        s = float(np.median(ext(T) / np.maximum(ext(S), 1e-12))) if scaling else 1.0
+        cS, cT = (S.max(0) + S.min(0)) / 2, (T.max(0) + T.min(0)) / 2
+        init = Similarity(s, np.eye(3), cT - s * cS)
+    tree, tr = cKDTree(T), init
+    for _ in range(iters):
+        X = tr(S)
+        d, j = tree.query(X)
+        keep = d <= np.quantile(d, 1 - trim)
+        tr = procrustes(S[keep], T[j[keep]], scaling=scaling, reflection=False)
+    return tr

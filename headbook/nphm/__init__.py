@@ -5,3 +5,5 @@ from headbook.nphm.model import (NPHM_SCALE, to_nphm, from_nphm, AnchorLayout, h
 from headbook.nphm.train import (NPHMDataConfig, NPHMLossWeights, NPHMExprLossWeights, NPHMConfig, PRESETS,
                                  nphm_config, NPHMData, identity_losses, expression_losses, NPHMStep, train_nphm,
                                  TrainedNPHM, load_nphm)
+from headbook.nphm.fit import (NPHMFitConfig, FIT_PRESETS, fit_config, NPHMFit, fit_pointcloud, head_box, nphm_mesh,
+                               fit_metrics, heldout_depth_fits, summarise_fits, fits_table, fit_files)
