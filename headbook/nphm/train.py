@@ -288,7 +288,7 @@ def train_nphm(cfg: NPHMConfig,
     if state1 is not None: step_mod.load_state_dict(state1, strict=False)
     step_mod = step_mod.to(info.device)
     opt, sched = _optimizer(step_mod, cfg)
-    stepper = wrap_model(step_mod, info)
+    stepper = wrap_model(step_mod, info, find_unused_parameters=True)   # stage 1 leaves the expression field idle
     n, E = cfg.data.n_identities, cfg.data.n_expressions
     def step_fn(step):
         if cfg.stage == "identity":
