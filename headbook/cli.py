@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
     rc.add_argument("--device", default="cpu")
+    rc.add_argument("--overwrite", action="store_true",
+                    help="replace result folders that already exist in OUT (else the command refuses)")
     l = sub.add_parser("landmarks", help="offline 68-point landmarks of photos (MediaPipe)",
                        description="Detect the 478-point face mesh, the 68 iBUG and the 7 NoW landmarks on each photo.")
     l.add_argument("photos", nargs="+"); l.add_argument("--out", default="out/landmarks")
@@ -209,15 +211,16 @@ def main(argv=None) -> int:
         elif a.cmd == "reconstruct":
             from headbook.fit.reconstruct import reconstruct
             res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
-                              same_person=a.same_person)
+                              same_person=a.same_person, overwrite=a.overwrite)
             for r in res:
                 if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
                 else: print(f"{r.photo}: error: {r.error}")
+                for note in r.notes: print(f"  note: {note}")
             if not all(r.ok for r in res): return 1
         elif a.cmd == "landmarks":
             rows = landmarks(a.photos, a.out)
             for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))
             if not all(r["ok"] for r in rows): return 1
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"headbook {a.cmd}: error: {e}", file=sys.stderr); return 2
     return 0
