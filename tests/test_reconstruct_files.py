@@ -109,8 +109,9 @@ def test_two_processes_writing_one_name(tmp_path, overwrite):
     wide.paste(im, (100, 0)); wide.save(b)                  # a different photo: 100 px wider, the face shifted
     out, barrier = tmp_path / "out", tmp_path / "barrier"; barrier.mkdir()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p), str(out), str(barrier), str(i), str(int(overwrite))],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [str(out), str(barrier)]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(p), *args, str(i), str(int(overwrite))], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i, p in enumerate((a, b))]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)

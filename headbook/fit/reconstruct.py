@@ -221,7 +221,8 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
         except Exception as e:      # any failure of one photo (unreadable, no face, PIL's DecompressionBombError, ...)
             results.append(PhotoResult(str(p), False, error=f"{type(e).__name__}: {e}")); continue
         notes = [note] if note else []
-        if g["rotation"]: notes.append(f"the photo was turned {g['rotation']}° counter-clockwise to make the face upright")
+        if g["rotation"]:
+            notes.append(f"the photo was turned {g['rotation']}° counter-clockwise to make the face upright")
         results.append(PhotoResult(str(p), True, rotation=g["rotation"], notes=notes))
         good.append(dict(g, i=len(results) - 1, folder=folder))
     if not good: return results
