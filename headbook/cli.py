@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--unit", default="m", help="unit of the predictions for --metrical (m, cm, mm)")
     n.add_argument("--method", default="headbook", help="method name used in the result file names")
     n.add_argument("--out", default=None, help="results folder (default: <pred>/results)")
+    n.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 even when some images have no prediction (they are listed either way)")
     b = esub.add_parser("now-baseline", help="mean-head / oracle predictions for a (synthetic) NoW set",
                         description="Write predictions in NoW's layout: the head model's mean head for every "
                                     "image (mean), or the synthetic set's true neutral meshes (oracle).")
@@ -198,6 +200,12 @@ def main(argv=None) -> int:
                                method_name=a.method, out_dir=a.out)
             print(res.table())
             for k, v in res.files.items(): print(f"  {k}: {v}")
+            if res.missing:
+                n = len(res.missing) + len(res.images)
+                print(f"{len(res.missing)} of {n} images have no prediction in {a.pred} (<image>.obj + <image>.npy):")
+                for m in res.missing[:20]: print(f"  missing: {m}")
+                if len(res.missing) > 20: print(f"  ... and {len(res.missing) - 20} more (all in the summary JSON)")
+                if not a.allow_missing: return 1
         elif a.cmd == "eval" and a.eval_cmd == "now-baseline":
             from headbook.data.now import mean_head_predictions, oracle_predictions
             n = mean_head_predictions(a.dataset, a.pred, model=a.model, split=a.split) if a.kind == "mean" \
