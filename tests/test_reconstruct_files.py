@@ -85,12 +85,19 @@ import importlib
 R = importlib.import_module("headbook.fit.reconstruct")   # the module (headbook.fit.reconstruct is the function)
 photo, out, barrier, n, overwrite = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 write = R._write
-def slow_write(*a, **k):             # both processes start writing at the same moment, and write slowly
+def slow_write(*a, **k):
+    # both processes start writing at the same moment; process 0 is slow on its last file (fit.json), process 1 on
+    # its first (mesh.obj): written into one folder, the files would interleave (fit.json of one photo, the rest of
+    # the other)
     (barrier / n).touch()
     while len(list(barrier.iterdir())) < 2: time.sleep(0.01)
     import headbook.geometry.mesh as M
-    save = M.save_mesh
-    M.save_mesh = lambda *a, **k: (time.sleep(0.5), save(*a, **k))[1]
+    if n == "0":
+        dumps = R.json.dumps
+        R.json.dumps = lambda *a, **k: (time.sleep(1.5), dumps(*a, **k))[1]
+    else:
+        save = M.save_mesh
+        M.save_mesh = lambda *a, **k: (time.sleep(0.5), save(*a, **k))[1]
     return write(*a, **k)
 R._write = slow_write
 cfg = R.FitConfig(rigid_iters=2, full_iters=2, raster_every=4, progress=False)
