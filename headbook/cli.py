@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['demo', 'assets', 'run_experiment', 'landmarks', 'build_parser', 'main']
+__all__ = ['demo', 'assets', 'ExperimentError', 'run_experiment', 'landmarks', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #d9a93009
 def demo(out: str | Path = "out", model: str = "synthhead", seed: int = 0) -> dict:
@@ -59,20 +59,50 @@ def _repo_root() -> Path:
     return Path(headbook.__file__).resolve().parent.parent
 
 # %% ../nbs/99_cli.ipynb #35e9a494
+class ExperimentError(RuntimeError):
+    "An experiment notebook stopped with an error: the notebook's own one-line message."
+
+def _known_parameters(src: Path) -> list[str]:
+    "The names assigned in the notebook's `parameters` cell (papermill's own inspector skips some lines)."
+    import ast
+    nb = json.loads(src.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells: return []
+    tree = ast.parse("".join(cells[0]["source"]))
+    return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+
 def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path = "runs",
                    nbs_dir: str | Path | None = None) -> Path:
-    "Execute nbs/experiments/NAME.ipynb with papermill; the executed notebook is kept in runs/NAME/<timestamp>/."
-    import papermill as pm
+    """Execute nbs/experiments/NAME.ipynb with papermill in one run folder, runs/NAME/<timestamp>/ or the `run_dir`
+    parameter when given (a run to resume), and return its absolute path. Unknown parameters are refused before
+    anything runs; an error in the notebook is an `ExperimentError` with its one-line message."""
+    import papermill as pm, shutil
+    from papermill.exceptions import PapermillExecutionError
     nbs = Path(nbs_dir) if nbs_dir else _repo_root() / "nbs" / "experiments"
     src = nbs / f"{name}.ipynb"
     if not src.exists():
         have = sorted(p.stem for p in nbs.glob("*.ipynb") if not p.stem.startswith("_"))
         raise FileNotFoundError(f"no experiment notebook {src}; available: {have}")
+    known, params = _known_parameters(src), dict(params or {})
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        hint = " (config fields go in overrides: -p overrides '{\"steps\": 50}')" if "overrides" in known else ""
+        raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters: {', '.join(known)}{hint}")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    run_dir = Path(runs_dir) / name / stamp; run_dir.mkdir(parents=True, exist_ok=True)
-    params = dict(params or {}); params.setdefault("run_dir", str(run_dir))
-    pm.execute_notebook(str(src), str(run_dir / f"{name}.ipynb"), parameters=params, cwd=str(run_dir),
-                        progress_bar=True)
+    run_dir = Path(params.get("run_dir") or Path(runs_dir) / name / stamp).resolve()
+    top = next((d for d in reversed([run_dir, *run_dir.parents]) if not d.exists()), None)  # first folder made here
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if "run_dir" in known: params["run_dir"] = str(run_dir)    # absolute: the notebook runs inside run_dir
+    out = run_dir / f"{name}.ipynb"
+    if out.exists(): out = run_dir / f"{name}.{stamp}.ipynb"    # a resumed run keeps the earlier notebooks
+    try: pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(run_dir), progress_bar=True)
+    except PapermillExecutionError as e:
+        if top and all(p == out for p in run_dir.iterdir()): shutil.rmtree(top)   # it wrote nothing but the notebook
+        kept = f" (the executed notebook: {out})" if out.exists() else ""
+        msg = str(e.evalue).strip().splitlines()[0] if str(e.evalue).strip() else ""
+        if e.ename == "KeyError" and len(msg) > 1 and msg[0] == msg[-1] and msg[0] in "'\"": msg = msg[1:-1]
+        raise ExperimentError(f"{name} stopped in cell {e.exec_count}: {e.ename}: {msg}{kept}") from None
     return run_dir
 
 # %% ../nbs/99_cli.ipynb #d3eaba2f
@@ -117,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "and where to get missing ones.")
     r = sub.add_parser("run", help="run an experiment notebook through papermill",
                        description="Run nbs/experiments/NAME.ipynb through papermill; the executed notebook is kept "
-                                   "in runs/NAME/<timestamp>/.")
+                                   "in runs/NAME/<timestamp>/ (or in the run_dir given, to resume it).")
     r.add_argument("name", help="experiment notebook name without .ipynb")
     r.add_argument("-p", "--param", nargs="+", action="append", metavar="KEY=VALUE", default=[],
                    help="papermill parameter (repeatable): -p preset=small  or  -p preset small")
@@ -136,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--unit", default="m", help="unit of the predictions for --metrical (m, cm, mm)")
     n.add_argument("--method", default="headbook", help="method name used in the result file names")
     n.add_argument("--out", default=None, help="results folder (default: <pred>/results)")
+    n.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 even when some images have no prediction (they are listed either way)")
     b = esub.add_parser("now-baseline", help="mean-head / oracle predictions for a (synthetic) NoW set",
                         description="Write predictions in NoW's layout: the head model's mean head for every "
                                     "image (mean), or the synthetic set's true neutral meshes (oracle).")
@@ -162,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
     rc.add_argument("--device", default="cpu")
+    rc.add_argument("--overwrite", action="store_true",
+                    help="replace result folders that already exist in OUT (else the command refuses)")
     l = sub.add_parser("landmarks", help="offline 68-point landmarks of photos (MediaPipe)",
                        description="Detect the 478-point face mesh, the 68 iBUG and the 7 NoW landmarks on each photo.")
     l.add_argument("photos", nargs="+"); l.add_argument("--out", default="out/landmarks")
@@ -196,6 +230,12 @@ def main(argv=None) -> int:
                                method_name=a.method, out_dir=a.out)
             print(res.table())
             for k, v in res.files.items(): print(f"  {k}: {v}")
+            if res.missing:
+                n = len(res.missing) + len(res.images)
+                print(f"{len(res.missing)} of {n} images have no prediction in {a.pred} (<image>.obj + <image>.npy):")
+                for m in res.missing[:20]: print(f"  missing: {m}")
+                if len(res.missing) > 20: print(f"  ... and {len(res.missing) - 20} more (all in the summary JSON)")
+                if not a.allow_missing: return 1
         elif a.cmd == "eval" and a.eval_cmd == "now-baseline":
             from headbook.data.now import mean_head_predictions, oracle_predictions
             n = mean_head_predictions(a.dataset, a.pred, model=a.model, split=a.split) if a.kind == "mean" \
@@ -209,15 +249,18 @@ def main(argv=None) -> int:
         elif a.cmd == "reconstruct":
             from headbook.fit.reconstruct import reconstruct
             res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
-                              same_person=a.same_person)
+                              same_person=a.same_person, overwrite=a.overwrite)
             for r in res:
                 if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
                 else: print(f"{r.photo}: error: {r.error}")
+                for note in r.notes: print(f"  note: {note}")
             if not all(r.ok for r in res): return 1
         elif a.cmd == "landmarks":
             rows = landmarks(a.photos, a.out)
             for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))
             if not all(r["ok"] for r in rows): return 1
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"headbook {a.cmd}: error: {e}", file=sys.stderr); return 2
+    except ExperimentError as e:
+        print(f"headbook {a.cmd}: error: {e}", file=sys.stderr); return 1
     return 0

@@ -99,16 +99,48 @@ def test_synthetic_now_and_baseline_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,params", [("eval_now", {}), ("train_sheap", {"preset": "smoke"})])
-def test_headbook_run_executes_experiments_through_papermill(tmp_path, name, params):
-    "`headbook run NAME -p key=value` keeps the executed notebook in runs/NAME/<timestamp>/."
+def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypatch, capsys, name, params):
+    "`headbook run NAME -p key=value` keeps the executed notebook and the run's files in one runs/NAME/<timestamp>/."
     import json
-    args = ["run", name, "--runs-dir", str(tmp_path / "runs")]
+    monkeypatch.chdir(tmp_path)                    # the default, relative runs folder (issue 17: it nested itself)
+    args = ["run", name]
     for k, v in params.items(): args += ["-p", f"{k}={v}"]
     assert main(args) == 0
     (run_dir,) = list((tmp_path / "runs" / name).iterdir())
+    assert capsys.readouterr().out.strip().endswith(f"run written to {run_dir}")       # printed truthfully
+    assert not (run_dir / "runs").exists()
     nb = json.loads((run_dir / f"{name}.ipynb").read_text())
-    assert any(c.get("metadata", {}).get("tags") == ["injected-parameters"] for c in nb["cells"])
+    injected = [c for c in nb["cells"] if c.get("metadata", {}).get("tags") == ["injected-parameters"]]
+    assert len(injected) == bool(params) and all(f"{k} = " in "".join(injected[0]["source"]) for k in params)
     if name == "train_sheap":
+        assert f'run_dir = "{run_dir}"' in "".join(injected[0]["source"])                # absolute
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         assert lines and {"step", "loss"} <= set(json.loads(lines[-1]))
-        assert any(run_dir.rglob("*.pt"))
+        assert any(run_dir.rglob("*.pt")) and (run_dir / "config.json").exists()
+        # resuming it with other settings is refused (one line), then applied when asked
+        again = ["run", name, "-p", f"run_dir={run_dir}", "-p", 'overrides={"lr": 0.5, "steps": 4}']
+        assert main(again) == 1
+        err = capsys.readouterr().err.strip()                    # papermill's progress bar, then one line
+        assert err.splitlines()[-1].startswith("headbook run: error: train_sheap stopped in cell")
+        assert "Traceback" not in err
+        assert "ResumeSettingsError" in err and "lr 0.001 -> 0.5" in err and "allow_changes" in err
+        assert json.loads((run_dir / "config.json").read_text())["lr"] == 1e-3
+        assert main(again + ["-p", "allow_changes=true"]) == 0
+        rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["lr"] == pytest.approx(0.5 * 0.05)
+        assert list(tmp_path.joinpath("runs", name).iterdir()) == [run_dir]               # still one run folder
+
+
+def test_headbook_run_refuses_unknown_parameters_and_presets(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "train_sheap", "-p", "steps=50"]) == 2                            # before anything runs
+    err = capsys.readouterr().err
+    assert "train_sheap has no parameter steps; its parameters: preset, overrides" in err and "-p overrides" in err
+    assert not (tmp_path / "runs").exists()
+    assert main(["run", "train_sheap", "-p", "preset=big"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[-1] == ("headbook run: error: train_sheap stopped in cell 4: KeyError: "
+                                    "unknown preset 'big'; presets: ['paper', 'small', 'smoke']")
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()                  # no empty run folder left
+    assert main(["run", "train_sheap", "-p", 'overrides={"nope": 1}']) == 1
+    assert "SHeaPConfig has no field 'nope'" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -1,5 +1,6 @@
 "NoW protocol: Procrustes, refinement minimum, invariance, known offset, dataset layout, bad input."
 import json
+from pathlib import Path
 import numpy as np, pytest, trimesh
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
@@ -148,3 +149,74 @@ def test_readers_and_bad_input(tmp_path):
         evaluate_now(tmp_path, tmp_path, progress=False)
     with pytest.raises(ValueError, match="split"):
         evaluate_now(tmp_path, tmp_path, split="train", progress=False)
+
+
+def _strict_json(path):
+    "json.loads that refuses NaN / Infinity (which Python's json accepts by default, but JSON does not)."
+    def bad(c): raise ValueError(f"{path}: {c} is not valid JSON")
+    return json.loads(Path(path).read_text(), parse_constant=bad)
+
+
+def test_cli_lists_missing_predictions_and_fails_unless_allowed(tmp_path, capsys):
+    # issue 17: with a prediction missing, a challenge's row just disappeared and the exit code was 0
+    from headbook.cli import main
+    lines = make_now(tmp_path / "NoW", tmp_path / "pred")
+    args = ["eval", "now", "--dataset", str(tmp_path / "NoW"), "--pred", str(tmp_path / "pred")]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "| multiview_occlusions | 0 | — | — | — | 1 |" in out and "| all | 3 |" in out
+    assert f"missing: {lines[2]}" in out and "1 of 4 images have no prediction" in out
+    js = _strict_json(tmp_path / "pred" / "results" / "headbook_summary.json")
+    assert js["num_missing_files"] == 1
+    assert main(args + ["--allow-missing"]) == 0
+
+
+def test_empty_predictions_folder_is_a_clear_error(tmp_path, capsys):
+    from headbook.cli import main
+    make_now(tmp_path / "NoW", tmp_path / "unused")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="none of the 4 images of the validation list has a prediction"):
+        evaluate_now(tmp_path / "NoW", tmp_path / "empty", progress=False)
+    assert main(["eval", "now", "--dataset", str(tmp_path / "NoW"), "--pred", str(tmp_path / "empty")]) == 2
+    assert "has a prediction in" in capsys.readouterr().err
+    assert not any((tmp_path / "empty").iterdir())                       # no table of NaN, no summary written
+
+
+def test_summary_json_has_no_nan(tmp_path):
+    from headbook.data.now import write_now_results
+    from headbook.eval.now import now_result
+    res = now_result("m", "validation", False, [], [], [], ["S1/selfie/IMG_1.jpg"])   # nothing evaluated: NaN stats
+    write_now_results(res, tmp_path)
+    js = _strict_json(tmp_path / "m_summary.json")
+    assert js["overall"]["median"] is None and js["missing"] == ["S1/selfie/IMG_1.jpg"]
+
+
+@pytest.mark.parametrize("factor, unit", [(1000.0, "mm"), (100.0, "cm")])
+def test_metrical_refuses_predictions_in_another_unit(tmp_path, factor, unit):
+    # issue 17: millimetre predictions read as metres gave a plausible 12.6 mm
+    root, pred = tmp_path / "NoW", tmp_path / "pred"
+    make_now(root, pred)
+    for obj in pred.rglob("*.obj"):                                     # the same heads, in mm (or cm) instead of m
+        v, f = read_mesh(obj); write_prediction(pred, "/".join(obj.with_suffix(".jpg").parts[-3:]), v * factor, f,
+                                                np.load(obj.with_suffix(".npy")) * factor)
+    with pytest.raises(ValueError, match=rf"IMG_1.obj: read in m, the prediction is {factor:g}x the scan's size: "
+                                         rf"its unit looks like {unit}"):
+        evaluate_now(root, pred, metrical=True, unit="m", out_dir=False, progress=False)
+    r = evaluate_now(root, pred, metrical=True, unit=unit, out_dir=False, progress=False)   # the right unit: fine
+    assert r.overall.median < 1e-3
+
+
+def test_nan_vertices_or_landmarks_are_refused_by_file_name(tmp_path):
+    root, pred = tmp_path / "NoW", tmp_path / "pred"
+    lines = make_now(root, pred)
+    obj = pred / "S1" / "selfie" / "IMG_2.obj"
+    v, f = read_mesh(obj); v[5] = np.nan
+    write_prediction(pred, lines[1], v, f, np.load(obj.with_suffix(".npy")))
+    with pytest.raises(ValueError, match=r"IMG_2.obj: 1 of \d+ vertices are NaN or infinite"):
+        evaluate_now(root, pred, out_dir=False, progress=False)
+    l = np.load(obj.with_suffix(".npy")); l[0, 0] = np.nan
+    np.save(obj.with_suffix(".npy"), l)
+    with pytest.raises(ValueError, match=r"IMG_2.npy: the landmarks contain NaN"):
+        read_landmarks(obj.with_suffix(".npy"))
+    with pytest.raises(ValueError, match="pred_lmks contains NaN"):
+        now_scan_to_mesh(v, lmks(30.0), v, f, l)

@@ -10,7 +10,7 @@ from headbook.sheap.model import SHeaP, PARAM_KEYS, SEED_KEYS, reanimate, render
 from headbook.sheap.losses import photometric_loss, landmark_loss
 from headbook.eval.image import ssim_map
 from headbook.sheap.train import SHeaPStep, sheap_config, train_sheap, PRESETS
-from headbook.train.loop import read_metrics
+from headbook.train.loop import read_metrics, check_resume_exact
 
 
 @pytest.fixture(scope="module")
@@ -107,11 +107,27 @@ def test_smoke_run_writes_the_run_folder(smoke_run):
 
 def test_resume_reproduces_the_uninterrupted_losses(videos, tmp_path):
     cfg = sheap_config("smoke", {"steps": 4, "ckpt_every": 2, "sample_every": 0})
-    full = train_sheap(cfg, run_dir=tmp_path / "full", data_root=videos, progress=False)
-    train_sheap(cfg, run_dir=tmp_path / "cut", data_root=videos, stop_after=3, progress=False)    # killed after 3
-    rest = train_sheap(cfg, run_dir=tmp_path / "cut", data_root=videos, progress=False)
-    assert rest.resumed_from == 2 and rest.losses == full.losses[2:]
-    assert [r["loss"] for r in read_metrics(tmp_path / "cut")] == full.losses
+    run = lambda d, stop: train_sheap(cfg, run_dir=d, data_root=videos, stop_after=stop, progress=False)
+    r = check_resume_exact(run, tmp_path, stop_after=3)                 # killed after 3, resumed from 2
+    assert r["rest"].resumed_from == 2
+
+
+def test_resume_with_changed_settings_is_refused_then_applied(videos, tmp_path):
+    # issue 17: resuming with a new lr rewrote config.json while the optimiser kept the checkpoint's lr
+    import json
+    from headbook.train.loop import ResumeSettingsError
+    from headbook.sheap.train import _lr_lambda
+    cfg = sheap_config("smoke", {"sample_every": 0})
+    train_sheap(cfg, run_dir=tmp_path, data_root=videos, progress=False)                        # 3 steps
+    new = sheap_config("smoke", {"sample_every": 0, "lr": 0.5, "steps": 5})
+    with pytest.raises(ResumeSettingsError, match=r"lr 0.001 -> 0.5; steps 3 -> 5"):
+        train_sheap(new, run_dir=tmp_path, data_root=videos, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 1e-3                    # left as it was
+    res = train_sheap(new, run_dir=tmp_path, data_root=videos, progress=False, allow_changes=True)
+    assert res.resumed_from == 3 and res.step == 5
+    assert json.loads((tmp_path / "config.json").read_text())["lr"] == 0.5
+    lrs = [r["lr"] for r in read_metrics(tmp_path)]
+    assert lrs[3:] == pytest.approx([0.5 * _lr_lambda(new)(s) for s in (4, 5)])                # the new settings ran
 
 
 class _FakeSeed(nn.Module):

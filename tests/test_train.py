@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from headbook.train.config import make_config, apply_overrides, parse_overrides, config_to_dict, config_from_dict
 from headbook.train.loop import (train, read_metrics, global_batch_indices, shard, DistInfo, save_checkpoint,
-                                 load_checkpoint, latest_checkpoint, seed_everything, new_run_dir, MetricsLog)
+                                 load_checkpoint, latest_checkpoint, seed_everything, new_run_dir, MetricsLog,
+                                 check_resume_exact)
 
 
 @dataclasses.dataclass
@@ -66,16 +67,51 @@ def _toy(run_dir, steps=8, stop_after=None, ckpt_every=3):
 
 
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
-    full, net_full = _toy(tmp_path / "a")
-    part, _ = _toy(tmp_path / "b", stop_after=5)             # checkpoints at 3; steps 4, 5 logged; then "killed"
-    assert len(part.losses) == 5 and latest_checkpoint(tmp_path / "b").name == "step_0000003.pt"
-    rest, net_rest = _toy(tmp_path / "b")
-    assert rest.resumed_from == 3
-    assert rest.losses == full.losses[3:]                    # exactly, not approximately
-    for p, q in zip(net_full.parameters(), net_rest.parameters()): assert torch.equal(p, q)
-    rows = read_metrics(tmp_path / "b")
-    assert [r["step"] for r in rows] == list(range(1, 9)) and [r["loss"] for r in rows] == full.losses
-    assert all("lr" in r and "aux" in r for r in rows)
+    # the shared kill-and-resume check (every trainer's test uses it): checkpoints at 3, 6; killed after 5
+    r = check_resume_exact(lambda d, stop: _toy(d, stop_after=stop)[0], tmp_path, stop_after=5)
+    assert r["rest"].resumed_from == 3 and len(r["cut"].losses) == 5 and len(r["full"].losses) == 8
+    rows = read_metrics(tmp_path / "cut")
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all("lr" in r and "aux" in r for r in rows)
+
+
+def test_resume_check_catches_a_trainer_that_does_not_resume_exactly(tmp_path):
+    "A trainer whose noise generator is not in the checkpoint resumes with other losses: the helper says so."
+    def leaky(run_dir, stop_after):
+        seed_everything(0)
+        net = nn.Linear(3, 1); opt = torch.optim.SGD(net.parameters(), 0.1)
+        g = torch.Generator().manual_seed(1)                        # not saved in the checkpoint: replays from 0
+        def step_fn(step):
+            x = torch.randn(4, 3, generator=g)
+            return {"loss": (net(x) - x.sum(1, keepdim=True)).pow(2).mean()}
+        return train(step_fn, net, opt, 6, run_dir, ckpt_every=2, stop_after=stop_after, progress=False)
+    with pytest.raises(AssertionError, match="losses after the resume differ"):
+        check_resume_exact(leaky, tmp_path, stop_after=3)
+
+
+def _lambda_toy(run_dir, lr=0.1, steps=6, stop_after=None, allow_changes=False):
+    seed_everything(0)
+    net = nn.Linear(3, 1); opt = torch.optim.Adam(net.parameters(), lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / (steps + 1))
+    x = torch.randn(16, 3)
+    step_fn = lambda step: {"loss": (net(x) - 1).pow(2).mean()}
+    res = train(step_fn, net, opt, steps, run_dir, scheduler=sched, ckpt_every=2, stop_after=stop_after,
+                progress=False, extra={"config": {"lr": lr, "steps": steps}}, allow_changes=allow_changes)
+    return res, opt
+
+
+def test_resume_with_changed_settings_is_refused_then_applied(tmp_path):
+    # issue 17: a resume with a new lr rewrote config.json while the optimiser kept the checkpoint's lr
+    from headbook.train.loop import ResumeSettingsError
+    _lambda_toy(tmp_path, stop_after=2)
+    with pytest.raises(ResumeSettingsError, match=r"lr 0.1 -> 0.5; steps 6 -> 8.*allow_changes=True"):
+        _lambda_toy(tmp_path, lr=0.5, steps=8)
+    assert len(read_metrics(tmp_path)) == 2                                   # nothing ran
+    res, opt = _lambda_toy(tmp_path, lr=0.5, steps=8, allow_changes=True)
+    assert res.resumed_from == 2 and res.step == 8
+    lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path)}
+    assert lrs[1] == pytest.approx(0.1 * (1 - 1 / 7))                        # before: the old settings
+    for s in range(3, 9): assert lrs[s] == pytest.approx(0.5 * (1 - s / 9)), s   # after: the new lr and schedule
+    assert opt.param_groups[0]["initial_lr"] == 0.5
 
 
 def test_nonfinite_loss_stops_with_the_step(tmp_path):

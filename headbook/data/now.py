@@ -102,6 +102,7 @@ def read_landmarks(path: str | Path) -> np.ndarray:  # [7, 3] float64
     l = np.asarray(l, dtype=np.float64)
     if l.ndim == 3 and l.shape[0] == 1: l = l[0]
     if l.shape != (7, 3): raise ValueError(f"{path}: NoW needs 7 landmarks of shape (7, 3), got {l.shape}")
+    if not np.isfinite(l).all(): raise ValueError(f"{path}: the landmarks contain NaN or infinite values")
     return l
 
 # %% ../../nbs/84_data.now.ipynb #a0c6ed1c
@@ -126,6 +127,8 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:  # verts [V, 3
         m = trimesh.load(path, process=False, force="mesh")
         verts, f = np.asarray(m.vertices, np.float64), np.asarray(m.faces, np.int64)
     if len(f) and (f.min() < 0 or f.max() >= len(verts)): raise ValueError(f"{path}: faces index missing vertices")
+    bad = int((~np.isfinite(verts).all(1)).sum())
+    if bad: raise ValueError(f"{path}: {bad} of {len(verts)} vertices are NaN or infinite")
     return verts, f
 
 # %% ../../nbs/84_data.now.ipynb #120f7efe
@@ -185,14 +188,26 @@ def evaluate_now(dataset_root: str | Path,
         pv, pf = read_mesh(mesh_p)
         if clean_mesh: pf = remove_degenerate_faces(pv, pf)
         pl = read_landmarks(lmk_p)
-        r = now_scan_to_mesh(sv, sl, pv, pf, pl, metrical=metrical, unit=unit, crop=crop, **refine_kw)
+        try: r = now_scan_to_mesh(sv, sl, pv, pf, pl, metrical=metrical, unit=unit, crop=crop, **refine_kw)
+        except ValueError as e: raise ValueError(f"{mesh_p}: {e}") from None
         images.append(it.line); chals.append(it.challenge); dists.append(r.distances)
+    if not images:
+        ex = f"{pred_dir / '<subject>' / '<challenge>' / '<image>'}.obj + .npy"
+        raise FileNotFoundError(f"none of the {len(items)} images of the {split} list has a prediction in {pred_dir} "
+                                f"(each needs {ex})" if items else f"the {split} image list of {dataset_root} is empty")
     res = now_result(method_name, split, metrical, images, chals, dists, missing)
     if out_dir is not False:
         write_now_results(res, Path(out_dir) if out_dir else pred_dir / "results", challenge=challenge)
     return res
 
 # %% ../../nbs/84_data.now.ipynb #adb65289
+def _json_safe(x):
+    "NaN / inf -> None in nested dicts and lists, so that the file is valid JSON."
+    if isinstance(x, dict): return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x): return None
+    return x
+
 def write_now_results(res: NowResult, out_dir: str | Path, challenge: str = "") -> dict[str, str]:
     "Write the reference's `.npy` dict and `.meanmedian`, a JSON summary and the curve PNG; returns the paths."
     import matplotlib; import matplotlib.pyplot as plt
@@ -207,7 +222,7 @@ def write_now_results(res: NowResult, out_dir: str | Path, challenge: str = "") 
     js = {"method": res.method, "split": res.split, "metrical": res.metrical, "overall": asdict(res.overall),
           "per_challenge": {k: asdict(v) for k, v in res.per_challenge.items()},
           "num_missing_files": res.num_missing_files, "missing": res.missing, "num_evaluated": len(res.images)}
-    summ.write_text(json.dumps(js, indent=2))
+    summ.write_text(json.dumps(_json_safe(js), indent=2, allow_nan=False))     # NaN -> null: valid JSON
     png = out / f"{res.method}_cumulative_error.png"
     fig, ax = plt.subplots(figsize=(5, 4))
     plot_now_curves([res], ax=ax)

@@ -55,6 +55,7 @@ def _check_lmks(l, name):
     l = np.asarray(l, dtype=np.float64)
     if l.ndim == 3 and l.shape[0] == 1: l = l[0]
     if l.shape != (7, 3): raise ValueError(f"{name} must have shape (7, 3) (the NoW landmarks), got {l.shape}")
+    if not np.isfinite(l).all(): raise ValueError(f"{name} contains NaN or infinite values")
     return l
 
 # %% ../../nbs/80_eval.now.ipynb #c7bb5417
@@ -166,6 +167,10 @@ def now_scan_to_mesh(scan_verts: np.ndarray,   # [Vs, 3] scan (mm)
     if metrical:
         if unit not in UNIT_TO_MM: raise ValueError(f"unit must be one of {list(UNIT_TO_MM)}, got {unit!r}")
         s = UNIT_TO_MM[unit]
+        likely = min(UNIT_TO_MM, key=lambda u: abs(np.log(T0.scale / UNIT_TO_MM[u])))  # T0.scale: mm per pred unit
+        if likely != unit and abs(np.log10(s / T0.scale)) > 0.5:                      # more than ~3x off
+            raise ValueError(f"read in {unit}, the prediction is {s / T0.scale:.4g}x the scan's size: its unit looks "
+                             f"like {likely} (pass unit={likely!r}, --unit {likely})")
         T0 = Similarity(s, T0.rotation, sl.mean(0) - s * T0.rotation @ pl.mean(0))
     v0 = T0(pv)
     x = np.asarray(scan_verts, np.float64)[crop.vertex_ids]
@@ -212,9 +217,14 @@ class NowResult:
     def num_missing_files(self) -> int: return len(self.missing)
     def table(self) -> str:
         "A markdown table of median / mean / std per challenge and overall."
-        rows = ["| subset | images | median (mm) | mean (mm) | std (mm) |", "|---|---|---|---|---|"]
-        for name, s in list(self.per_challenge.items()) + [("all", self.overall)]:
-            rows.append(f"| {name} | {s.num_images} | {s.median:.3f} | {s.mean:.3f} | {s.std:.3f} |")
+        rows = ["| subset | images | median (mm) | mean (mm) | std (mm) | missing |", "|---|---|---|---|---|---|"]
+        miss = [m.replace("\\", "/").split("/")[-2] for m in self.missing]     # the challenge of each missing line
+        names = [c for c in NOW_CHALLENGES if c in self.per_challenge or c in miss]
+        for name in names + ["all"]:
+            s = self.overall if name == "all" else self.per_challenge.get(name, now_stats([]))
+            n = len(miss) if name == "all" else miss.count(name)
+            st = " | ".join("—" if s.num_images == 0 else f"{x:.3f}" for x in (s.median, s.mean, s.std))
+            rows.append(f"| {name} | {s.num_images} | {st} | {n} |")
         return "\n".join(rows)
 
 def now_result(method: str, split: str, metrical: bool,

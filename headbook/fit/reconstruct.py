@@ -15,7 +15,7 @@ from .photometric import FitConfig, PRESETS, fit_photometric
 from ..landmarks.crop import CropTransform, face_crop, warp_to_crop, warp_to_photo
 
 # %% auto #0
-__all__ = ['PhotoResult', 'landmark_nme', 'reconstruct']
+__all__ = ['PhotoResult', 'landmark_nme', 'upright_face', 'result_folders', 'reconstruct']
 
 # %% ../../nbs/31_fit.reconstruct.ipynb #82aa9246
 @dataclass
@@ -27,6 +27,8 @@ class PhotoResult:
     error: str | None = None           # the message for a photo that could not be used
     nme: float | None = None           # mean landmark error / inter-ocular distance (outer eye corners 36, 45)
     files: dict = field(default_factory=dict)   # name -> path of what was written
+    rotation: int = 0                  # degrees the photo was turned counter-clockwise to make the face upright
+    notes: list = field(default_factory=list)   # what a person should know: a renamed folder, a turned photo
 
 def landmark_nme(pred: np.ndarray,  # [68, 2] pixels
                  gt: np.ndarray,    # [68, 2] pixels
@@ -58,7 +60,7 @@ def _rounded(x, nd: int = 6):  # floats in nested dicts/lists rounded for JSON (
     if isinstance(x, (list, tuple)): return [_rounded(v, nd) for v in x]
     return round(x, nd) if isinstance(x, float) else x
 
-def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timings) -> dict:
+def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timings, extra=None) -> dict:
     from headbook.geometry.mesh import save_mesh
     from headbook.viz import k3d_html
     out.mkdir(parents=True, exist_ok=True)
@@ -84,22 +86,116 @@ def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timi
                 landmark_error_px=float(np.linalg.norm(fit68 - det68, axis=-1).mean()),
                 interocular_px=iod, landmark_nme=nme,
                 loss_history=_rounded(res.history),
-                timings=timings)
+                timings=timings, **(extra or {}))
     (out / "fit.json").write_text(json.dumps(info, indent=1))
     files["fit.json"] = out / "fit.json"
     return files, nme
 
+# %% ../../nbs/31_fit.reconstruct.ipynb #a17e0c02
+def _quarter_turns(l68: np.ndarray) -> int:  # counter-clockwise quarter turns (np.rot90's k) that make the face upright
+    "0 when the chin (iBUG 8) is below the nose bridge (27) within 60°; else the quarter turns that put it there."
+    v = l68[8] - l68[27]
+    deg = float(np.degrees(np.arctan2(v[0], v[1])))   # 0 upright, +90 chin to the right (the photo turned CCW)
+    return 0 if abs(deg) <= 60 else int(-round(deg / 90)) % 4
+
+def upright_face(rgb: np.ndarray,      # [H, W, 3] uint8, EXIF orientation already applied (`read_image` does)
+                 name: str = "<array>",  # the photo's name in messages
+                ):  # -> (photo turned upright [H', W', 3], FaceMeshResult on it, degrees turned counter-clockwise)
+    """Find the face; when the photo lies on its side or upside down (no face upright, or a face whose chin is not
+    below its eyes) turn it by quarter turns until the face is upright. Raises the upright photo's NoFaceError when
+    no orientation shows a face."""
+    from headbook.landmarks import detect_face_mesh, NoFaceError
+    first = None
+    for k in range(4):
+        img = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+        try: det = detect_face_mesh(img, name=name)
+        except NoFaceError as e:
+            first = first or e; continue
+        turn = _quarter_turns(det.ibug68)
+        if turn == 0: return img, det, 90 * k
+        img = np.ascontiguousarray(np.rot90(img, turn))
+        try: det = detect_face_mesh(img, name=name)
+        except NoFaceError: continue
+        if _quarter_turns(det.ibug68) == 0: return img, det, 90 * ((k + turn) % 4)
+    raise first or NoFaceError(f"{name}: no upright face in any quarter turn of the photo")
+
+# %% ../../nbs/31_fit.reconstruct.ipynb #a17e0c05
+def result_folders(photos: list,           # photo paths
+                   out_dir,                # the folder that receives one result folder per photo
+                   overwrite: bool = False,  # replace result folders that already exist
+                  ) -> list[tuple[Path, str | None]]:  # (result folder, a note when the name got a suffix) per photo
+    """One result folder per photo: OUT/<stem>, then OUT/<stem>-2, -3, ... when photos of one call share a stem.
+    Existing result folders are refused (FileExistsError) before anything runs unless `overwrite`."""
+    taken, out = set(), []
+    for p in photos:
+        stem = Path(p).stem or "photo"; name, n = stem, 1
+        while name in taken: n += 1; name = f"{stem}-{n}"
+        taken.add(name)
+        note = None if name == stem else f"another photo of this call is also named {stem!r}: written to {name}/"
+        out.append((Path(out_dir) / name, note))
+    held = [str(d) for d, _ in out if d.exists()]
+    if held and not overwrite:
+        raise FileExistsError(f"{', '.join(held)}: already exist{'s' if len(held) == 1 else ''}; pass overwrite=True "
+                              "(--overwrite) to replace, or choose another out_dir (--out)")
+    return out
+
+def _publish(staging: Path, final: Path, overwrite: bool):
+    """Move a completed result folder into place with one rename, so that `final` is always one whole result; an
+    existing `final` (e.g. written meanwhile by another process) is replaced only when `overwrite`."""
+    import os, shutil, uuid
+    for _ in range(50):
+        try: os.rename(staging, final); return           # atomic; fails when final exists and is not an empty folder
+        except OSError:
+            if not final.exists(): continue
+            if not overwrite:
+                raise FileExistsError(f"{final} appeared while this photo was fitted (another process?); it was kept "
+                                      "as it is: pass overwrite=True (--overwrite) to replace it") from None
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        try: os.rename(final, old)
+        except FileNotFoundError: continue               # another writer moved it first
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    raise OSError(f"{final}: could not be replaced after 50 tries (other writers keep recreating it)")
+
+# %% ../../nbs/31_fit.reconstruct.ipynb #a17e0c07
+def _prepare(p, cfg) -> dict:
+    "Read one photo (EXIF orientation applied), turn it upright, detect, crop and mask; raises on anything wrong."
+    from headbook.landmarks import read_image, skin_mask
+    t0 = time.perf_counter()
+    rgb, det, turned = upright_face(read_image(p).rgb, name=str(p))
+    det68 = det.ibug68.astype(np.float64)
+    T = face_crop(det68, cfg.image_size)
+    return dict(rgb=rgb, det68=det68, T=T, crop=warp_to_crop(rgb, T), lmk=T.to_crop(det68), rotation=turned,
+                mask=skin_mask(T.to_crop(det.points), (T.size, T.size)), detect_s=time.perf_counter() - t0)
+
+def _save(r: PhotoResult, g: dict, res, b: int, n: int, head, cfg, preset_name: str, overwrite: bool) -> PhotoResult:
+    "Write one photo's results into a hidden sibling folder, then move the whole folder into place."
+    import shutil, os, uuid
+    final = g["folder"]
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    t = res.timings
+    timings = dict(detect_s=g["detect_s"], fit_batch_s=t["total"], fit_share_s=t["total"] / n,
+                   rigid_per_iter_s=t["rigid_per_iter"], full_per_iter_s=t["full_per_iter"], batch=n)
+    try:
+        files, nme = _write(staging, r.photo, g["rgb"], g["T"], g["det68"], res, b, head, cfg, preset_name, timings,
+                            extra=dict(rotation_deg=g["rotation"]))
+        _publish(staging, final, overwrite)
+    except Exception as e:          # any failure writing this photo: reported by name, the others are still written
+        shutil.rmtree(staging, ignore_errors=True)
+        return replace(r, ok=False, error=f"could not write results to {final}: {type(e).__name__}: {e}")
+    return replace(r, out_dir=final, nme=nme, files={k: final / Path(v).name for k, v in files.items()})
+
 # %% ../../nbs/31_fit.reconstruct.ipynb #2f052c9c
 def reconstruct(photos: list,                 # photo paths (str / Path)
                 model="synthhead",            # "synthhead", "ict", a FLAME .pkl path, or a loaded FLAME module
-                out_dir="out",                # results go to out_dir/<photo stem>/
+                out_dir="out",                # results go to out_dir/<photo stem>/ (see `result_folders`)
                 preset: str | FitConfig = "default",  # a name in `PRESETS` or a `FitConfig`
                 device: str = "cpu",
                 progress: bool = True,
                 same_person: bool = False,    # all photos show one person: fit one shared identity β
+                overwrite: bool = False,      # replace existing result folders (else they are refused)
                ) -> list[PhotoResult]:
-    "Photo(s) → landmarks → crop → skin mask → one batched photometric fit → mesh, params, overlay, viewer, fit.json."
-    from headbook.landmarks import read_image, detect_face_mesh, ImageError, NoFaceError, skin_mask
+    """Photo(s) → landmarks → crop → skin mask → one batched photometric fit → mesh, params, overlay, viewer, fit.json.
+    Each result folder appears whole or not at all; a photo that fails in any way is reported, the others written."""
     from headbook.models import load_head_model
     if isinstance(photos, (str, Path)): photos = [photos]
     try: dev = torch.device(device)
@@ -117,24 +213,18 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
                          "reconstruct has "
                          "none (on a real photo the outline is the hair): use 'default' or 'accurate'")
     cfg = replace(cfg, progress=progress and cfg.progress, shared_identity=same_person or cfg.shared_identity)
+    folders = result_folders(photos, out_dir, overwrite)
     head = load_head_model(model) if isinstance(model, (str, Path)) else model
-    out_dir = Path(out_dir)
     results, good = [], []
-    for p in photos:
-        t0 = time.perf_counter()
-        try:
-            im = read_image(p)
-            det = detect_face_mesh(im.rgb, name=str(p))
-        except (ImageError, NoFaceError, FileNotFoundError, OSError) as e:
+    for p, (folder, note) in zip(photos, folders):
+        try: g = _prepare(p, cfg)
+        except Exception as e:      # any failure of one photo (unreadable, no face, PIL's DecompressionBombError, ...)
             results.append(PhotoResult(str(p), False, error=f"{type(e).__name__}: {e}")); continue
-        det68 = det.ibug68.astype(np.float64)
-        T = face_crop(det68, cfg.image_size)
-        crop = warp_to_crop(im.rgb, T)
-        pts = T.to_crop(det.points)
-        mask = skin_mask(pts, (T.size, T.size))
-        results.append(PhotoResult(str(p), True))
-        good.append(dict(i=len(results) - 1, rgb=im.rgb, det68=det68, T=T, crop=crop, lmk=T.to_crop(det68), mask=mask,
-                         detect_s=time.perf_counter() - t0))
+        notes = [note] if note else []
+        if g["rotation"]:
+            notes.append(f"the photo was turned {g['rotation']}° counter-clockwise to make the face upright")
+        results.append(PhotoResult(str(p), True, rotation=g["rotation"], notes=notes))
+        good.append(dict(g, i=len(results) - 1, folder=folder))
     if not good: return results
     images = torch.stack([torch.from_numpy(g["crop"]).permute(2, 0, 1).float() / 255 for g in good]).to(device)
     lmks = torch.stack([torch.from_numpy(g["lmk"]).float() for g in good]).to(device)
@@ -142,20 +232,9 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
     try:
         res = fit_photometric(images, lmks, masks, head, cfg)
     except (FloatingPointError, ValueError) as e:
-        for g in good: results[g["i"]] = PhotoResult(results[g["i"]].photo, False, error=f"fit failed: {e}")
+        for g in good: results[g["i"]] = replace(results[g["i"]], ok=False, error=f"fit failed: {e}")
         return results
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     for b, g in enumerate(good):
-        r = results[g["i"]]
-        t0 = time.perf_counter()
-        stem = Path(r.photo).stem
-        t = res.timings
-        timings = dict(detect_s=g["detect_s"], fit_batch_s=t["total"], fit_share_s=t["total"] / len(good),
-                       rigid_per_iter_s=t["rigid_per_iter"], full_per_iter_s=t["full_per_iter"], batch=len(good))
-        try:
-            files, nme = _write(out_dir / stem, r.photo, g["rgb"], g["T"], g["det68"], res, b, head, cfg, preset_name,
-                                timings)
-        except OSError as e:
-            results[g["i"]] = PhotoResult(r.photo, False, error=f"could not write results to {out_dir / stem}: {e}")
-            continue
-        results[g["i"]] = PhotoResult(r.photo, True, out_dir / stem, None, nme, files)
+        results[g["i"]] = _save(results[g["i"]], g, res, b, len(good), head, cfg, preset_name, overwrite)
     return results

@@ -56,12 +56,13 @@ def _array_to_rgb(a: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
     return np.ascontiguousarray(a), conv
 
 def _read_file(path: Path) -> tuple[np.ndarray, str | None]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir(): raise ImageError(f"{path}: is a folder, not an image file")
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)   # phone photos: pixels as stored + an Orientation tag
             mode = im.mode
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
                 a = np.asarray(im.convert("RGBA"))

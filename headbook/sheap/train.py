@@ -21,7 +21,8 @@ from ..train.config import make_config, config_to_dict, save_config, apply_overr
 from ..data.video import VideoFrames
 from ..data.scene import occlude
 from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, global_batch_indices, shard, train,
-                                 seed_everything, new_run_dir, barrier, TrainResult, latest_checkpoint)
+                                 seed_everything, new_run_dir, barrier, TrainResult, latest_checkpoint,
+                                 check_resume_settings)
 
 # %% auto #0
 __all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
@@ -218,7 +219,9 @@ def train_sheap(cfg: SHeaPConfig,
                 runs_dir: str | Path = "runs",
                 resume: bool = True,
                 stop_after: int | None = None,
-                progress: bool = True) -> TrainResult:
+                progress: bool = True,
+                allow_changes: bool = False,  # resume although cfg differs from the run's checkpoint; apply cfg
+               ) -> TrainResult:
     "Train SHeaP: one process, or every process of a torchrun launch (DDP; the global batch is split)."
     info = setup_distributed(cfg.device)
     if cfg.batch_size % info.world_size:
@@ -232,6 +235,7 @@ def train_sheap(cfg: SHeaPConfig,
     elif info.is_main: root = prepare_data(cfg, data_root or run_dir / "data", progress)
     barrier(info)
     if not info.is_main: root = Path(cfg.data.root) if cfg.data.root else Path(data_root or run_dir / "data")
+    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)   # before config.json changes
     if info.is_main: save_config(cfg, run_dir / "config.json")
     seed_everything(cfg.seed)
     frames = VideoFrames(root, image_size=cfg.model.image_size)
@@ -258,7 +262,7 @@ def train_sheap(cfg: SHeaPConfig,
     res = train(step_fn, stepper, opt, cfg.steps, run_dir, scheduler=sched, info=info, log_every=cfg.log_every,
                 ckpt_every=cfg.ckpt_every, sample_fn=sample_fn, sample_every=cfg.sample_every,
                 grad_clip=cfg.grad_clip or None, resume=resume, stop_after=stop_after,
-                extra={"config": config_to_dict(cfg)}, progress=progress, desc="SHeaP")
+                extra={"config": config_to_dict(cfg)}, progress=progress, desc="SHeaP", allow_changes=allow_changes)
     return res
 
 # %% ../../nbs/42_sheap.train.ipynb #caaed7f0

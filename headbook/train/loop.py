@@ -16,9 +16,10 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['new_run_dir', 'seed_everything', 'MetricsLog', 'read_metrics', 'rng_state', 'set_rng_state', 'unwrap',
-           'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'DistInfo',
-           'setup_distributed', 'cleanup_distributed', 'barrier', 'wrap_model', 'all_reduce_mean',
-           'global_batch_indices', 'shard', 'TrainResult', 'train']
+           'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'resume_changes',
+           'ResumeSettingsError', 'check_resume_settings', 'DistInfo', 'setup_distributed', 'cleanup_distributed',
+           'barrier', 'wrap_model', 'all_reduce_mean', 'global_batch_indices', 'shard', 'TrainResult', 'train',
+           'check_resume_exact']
 
 # %% ../../nbs/91_train.loop.ipynb #0ca8af28
 def new_run_dir(experiment: str, runs_dir: str | Path = "runs", stamp: str | None = None) -> Path:
@@ -103,6 +104,54 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     "The checkpoint with the highest step in `run_dir/checkpoints`, or None."
     cks = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
     return cks[-1] if cks else None
+
+# %% ../../nbs/91_train.loop.ipynb #5e7a11c2
+def _flat(d: dict, pre: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict): out.update(_flat(v, f"{pre}{k}."))
+        else: out[f"{pre}{k}"] = v
+    return out
+
+def resume_changes(run_dir: str | Path, config: dict) -> dict[str, tuple]:  # "a.b" -> (the run's value, new value)
+    "The settings in which `config` (a `config_to_dict`) differs from the config in run_dir's latest checkpoint."
+    ck = latest_checkpoint(run_dir)
+    if ck is None: return {}
+    old = torch.load(ck, map_location="cpu", weights_only=False, mmap=True).get("extra", {}).get("config")
+    if old is None: return {}
+    a, b = _flat(old), _flat(json.loads(json.dumps(config, default=str)))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+class ResumeSettingsError(ValueError):
+    "A run resumed with settings other than the ones it was trained with, without `allow_changes`."
+
+def check_resume_settings(run_dir: str | Path, config: dict, allow_changes: bool = False) -> dict[str, tuple]:
+    "Raise `ResumeSettingsError` naming each changed setting unless `allow_changes`; returns the changes."
+    ch = resume_changes(run_dir, config)
+    if ch and not allow_changes:
+        what = "; ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in ch.items())
+        raise ResumeSettingsError(f"{run_dir} was trained with other settings ({what}): resume with its own settings "
+                                  "(its config.json), or pass allow_changes=True (headbook run: -p allow_changes=true) "
+                                  "to continue with the new ones")
+    return ch
+
+def _hyperparameters(optimizer, scheduler) -> tuple[list, list | None]:
+    "The optimiser's per-group settings (lr, weight decay, betas, ...) and the scheduler's base lrs, as built now."
+    return ([{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+            list(scheduler.base_lrs) if scheduler is not None else None)
+
+def _apply_hyperparameters(optimizer, scheduler, hyper) -> None:
+    "After a checkpoint is loaded: the new settings replace its stored ones; the lr is the new schedule's at the step."
+    from torch.optim.lr_scheduler import LambdaLR
+    groups, base = hyper
+    for g, h in zip(optimizer.param_groups, groups): g.update(h)
+    if scheduler is None: return
+    scheduler.base_lrs = list(base)
+    if type(scheduler) is LambdaLR: lrs = [b * f(scheduler.last_epoch) for b, f in zip(base, scheduler.lr_lambdas)]
+    elif hasattr(scheduler, "_get_closed_form_lr"): lrs = scheduler._get_closed_form_lr()
+    else: raise ValueError(f"cannot carry changed settings through a {type(scheduler).__name__} on resume")
+    for g, lr in zip(optimizer.param_groups, lrs): g["lr"] = lr
+    scheduler._last_lr = list(lrs)
 
 # %% ../../nbs/91_train.loop.ipynb #8bd63c9a
 @dataclass
@@ -210,6 +259,7 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
           extra: dict | None = None,        # stored in every checkpoint (e.g. the config)
           progress: bool = True,
           desc: str = "train",
+          allow_changes: bool = False,      # resume although extra["config"] differs from the checkpoint's; apply it
          ) -> TrainResult:
     "Optimise `model` for `steps` steps; log, checkpoint, sample; resume from the last checkpoint."
     from tqdm.auto import tqdm
@@ -219,7 +269,11 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
     start, resumed = 0, None
     ck = latest_checkpoint(run_dir) if resume else None
     if ck is not None:
+        new = (extra or {}).get("config")
+        changed = check_resume_settings(run_dir, new, allow_changes) if new is not None else {}
+        hyper = _hyperparameters(optimizer, scheduler)
         blob = load_checkpoint(ck, model, optimizer, scheduler, map_location=info.device)
+        if changed: _apply_hyperparameters(optimizer, scheduler, hyper)
         start = resumed = blob["step"]
         metrics.truncate_after(start)
     res = TrainResult(run_dir=run_dir, step=start, resumed_from=resumed, checkpoint=ck)
@@ -255,3 +309,34 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
         if stop_after is not None and s >= stop_after: break
     bar.close()
     return res
+
+# %% ../../nbs/91_train.loop.ipynb #5e7a11c4
+def check_resume_exact(run: Callable,      # (run_dir: Path, stop_after: int | None) -> TrainResult: the trainer
+                       root: str | Path,   # an empty folder for the two runs
+                       stop_after: int,    # the step after which the interrupted run is "killed"
+                      ) -> dict[str, TrainResult]:
+    """The kill-and-resume check every trainer's test uses: a run killed after `stop_after` and run again resumes
+    from its last checkpoint, neither losing nor repeating a step, with losses, metrics and final weights identical to
+    an uninterrupted run. Raises AssertionError saying what differs; returns the three results."""
+    root = Path(root)
+    full = run(root / "full", None)
+    cut = run(root / "cut", stop_after)
+    if cut.step != stop_after: raise AssertionError(f"the interrupted run stopped at step {cut.step}, not {stop_after}")
+    ck = latest_checkpoint(root / "cut")
+    if ck is None: raise AssertionError(f"no checkpoint by step {stop_after}: lower stop_after or ckpt_every")
+    at = torch.load(ck, map_location="cpu", weights_only=False)["step"]
+    rest = run(root / "cut", None)
+    if rest.resumed_from != at:
+        raise AssertionError(f"resumed from {rest.resumed_from}, not the checkpoint's step {at}")
+    if rest.step != full.step: raise AssertionError(f"the resumed run ended at step {rest.step}, not {full.step}")
+    if rest.losses != full.losses[at:]:
+        raise AssertionError(f"losses after the resume differ: {rest.losses} vs {full.losses[at:]}")
+    a, b = read_metrics(root / "full"), read_metrics(root / "cut")
+    steps = [r["step"] for r in b]
+    if steps != sorted(set(steps)): raise AssertionError(f"steps logged twice or out of order: {steps}")
+    if a != b: raise AssertionError(f"metrics.jsonl differs from the uninterrupted run's: {b} vs {a}")
+    wa = torch.load(latest_checkpoint(root / "full"), map_location="cpu", weights_only=False)
+    wb = torch.load(latest_checkpoint(root / "cut"), map_location="cpu", weights_only=False)
+    for k, v in wa["model"].items():
+        if not torch.equal(v, wb["model"][k]): raise AssertionError(f"final weights differ: {k}")
+    return dict(full=full, cut=cut, rest=rest)
