@@ -98,7 +98,9 @@ def test_synthetic_now_and_baseline_cli(tmp_path, capsys):
     assert any(pred.rglob("*.obj"))
 
 
-@pytest.mark.parametrize("name,params", [("eval_now", {}), ("train_sheap", {"preset": "smoke"})])
+@pytest.mark.parametrize("name,params", [("eval_now", {}), ("train_sheap", {"preset": "smoke"}),
+                                         ("train_nphm_identity", {"preset": "smoke", "heldout": 1,
+                                                                  "fit_preset": "smoke"})])
 def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypatch, capsys, name, params):
     "`headbook run NAME -p key=value` keeps the executed notebook and the run's files in one runs/NAME/<timestamp>/."
     import json
@@ -129,6 +131,10 @@ def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypat
         rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["lr"] == pytest.approx(0.5 * 0.05)
         assert list(tmp_path.joinpath("runs", name).iterdir()) == [run_dir]               # still one run folder
+    if name == "train_nphm_identity":
+        assert (run_dir / "checkpoints").is_dir() and (run_dir / "loss_curve.png").exists()
+        held = json.loads((run_dir / "heldout.json").read_text())
+        assert {r["row"] for r in held["rows"]} == {"fit", "mean code"} and held["summary"]["fit"]["head_chamfer_l1"] > 0
 
 
 def test_headbook_run_refuses_unknown_parameters_and_presets(tmp_path, monkeypatch, capsys):

@@ -173,11 +173,24 @@ def test_npm_baseline_has_the_same_interface(layout, tmp_path):
 
 
 def test_a_killed_nphm_run_resumes_exactly(tmp_path):
-    cfg = nphm_config("smoke", {"steps": 4, "ckpt_every": 2})
-    full = train_nphm(cfg, tmp_path / "full", progress=False)
-    part = train_nphm(cfg, tmp_path / "cut", progress=False, stop_after=2)
-    rest = train_nphm(cfg, tmp_path / "cut", progress=False)
-    assert rest.resumed_from == 2 and part.losses + rest.losses == full.losses
+    from headbook.train.loop import check_resume_exact
+    for stage_cfg in (nphm_config("smoke", {"steps": 4, "ckpt_every": 2}),):
+        check_resume_exact(lambda d, stop: train_nphm(stage_cfg, d, progress=False, stop_after=stop), tmp_path / "id", 2)
+    # the expression stage, on top of that identity run
+    ex = nphm_config("smoke", {"stage": "expression", "identity_run": str(tmp_path / "id" / "full"), "steps": 4,
+                               "ckpt_every": 2})
+    check_resume_exact(lambda d, stop: train_nphm(ex, d, progress=False, stop_after=stop), tmp_path / "ex", 2)
+
+
+def test_resume_with_changed_settings_is_refused_then_applied(tmp_path):
+    from headbook.train.loop import ResumeSettingsError, read_metrics
+    cfg = nphm_config("smoke", {"steps": 2, "ckpt_every": 2})
+    train_nphm(cfg, tmp_path / "r", progress=False)
+    more = nphm_config("smoke", {"steps": 4, "ckpt_every": 2, "lr": 0.05})
+    with pytest.raises(ResumeSettingsError, match="lr"): train_nphm(more, tmp_path / "r", progress=False)
+    res = train_nphm(more, tmp_path / "r", progress=False, allow_changes=True)
+    assert res.resumed_from == 2 and res.step == 4
+    assert read_metrics(tmp_path / "r")[-1]["lr"] == pytest.approx(0.05)
 
 
 def test_load_nphm_refuses_other_checkpoints(tmp_path):

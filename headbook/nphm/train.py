@@ -17,7 +17,8 @@ from ..implicit.sampling import MeshSDFSampler
 from .model import NPHM, NPHMModelConfig, AnchorLayout, head_anchors, to_nphm
 from ..train.config import make_config, config_to_dict, save_config, apply_overrides
 from ..train.loop import (TrainResult, train, new_run_dir, seed_everything, setup_distributed, wrap_model,
-                                 global_batch_indices, shard, barrier, latest_checkpoint, load_checkpoint)
+                                 global_batch_indices, shard, barrier, latest_checkpoint, load_checkpoint,
+                                 check_resume_settings)
 
 # %% auto #0
 __all__ = ['PRESETS', 'NPHMDataConfig', 'NPHMLossWeights', 'NPHMExprLossWeights', 'NPHMConfig', 'nphm_config', 'NPHMData',
@@ -269,7 +270,9 @@ def train_nphm(cfg: NPHMConfig,
                runs_dir: str | Path = "runs",
                resume: bool = True,
                stop_after: int | None = None,
-               progress: bool = True) -> TrainResult:
+               progress: bool = True,
+               allow_changes: bool = False,  # resume although cfg differs from the run's checkpoint; apply cfg
+              ) -> TrainResult:
     "Train one NPHM/NPM stage on one process or under torchrun (DDP; the batch of heads is split)."
     info = setup_distributed(cfg.device)
     if cfg.batch_size % info.world_size:
@@ -280,6 +283,7 @@ def train_nphm(cfg: NPHMConfig,
         if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
         run_dir = new_run_dir(f"train_nphm_{cfg.stage}", runs_dir)
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)   # before config.json changes
     if info.is_main: save_config(cfg, run_dir / "config.json")
     seed_everything(cfg.seed)
     data = NPHMData(cfg.data)
@@ -302,7 +306,8 @@ def train_nphm(cfg: NPHMConfig,
         return stepper(b, idx.to(info.device), step)
     return train(step_fn, stepper, opt, cfg.steps, run_dir, scheduler=sched, info=info, log_every=cfg.log_every,
                  ckpt_every=cfg.ckpt_every, grad_clip=cfg.grad_clip or None, resume=resume, stop_after=stop_after,
-                 extra={"config": config_to_dict(cfg)}, progress=progress, desc=f"NPHM {cfg.stage}")
+                 extra={"config": config_to_dict(cfg)}, progress=progress, desc=f"NPHM {cfg.stage}",
+                 allow_changes=allow_changes)
 
 # %% ../../nbs/51_nphm.train.ipynb #79eb0610
 @dataclass
