@@ -946,6 +946,7 @@ d = { 'settings': { 'branch': 'main',
                                      'headbook.train.loop.unwrap': ('train.loop.html#unwrap', 'headbook/train/loop.py'),
                                      'headbook.train.loop.wrap_model': ('train.loop.html#wrap_model', 'headbook/train/loop.py')},
             'headbook.viz': { 'headbook.viz._np': ('viz.html#_np', 'headbook/viz.py'),
+                              'headbook.viz.front_camera': ('viz.html#front_camera', 'headbook/viz.py'),
                               'headbook.viz.k3d_html': ('viz.html#k3d_html', 'headbook/viz.py'),
                               'headbook.viz.k3d_iframe': ('viz.html#k3d_iframe', 'headbook/viz.py'),
                               'headbook.viz.mesh_image': ('viz.html#mesh_image', 'headbook/viz.py')}}}
