@@ -22,7 +22,8 @@ def test_windows_cover_every_small_face():
     tiles = w[w[:, 2] == 320]
     rng = np.random.default_rng(0)
     for x, y in rng.integers(0, [W - half, H - half], (200, 2)):
-        inside = (tiles[:, 0] <= x) & (tiles[:, 1] <= y) & (tiles[:, 0] + 320 >= x + half) & (tiles[:, 1] + 320 >= y + half)
+        inside = ((tiles[:, 0] <= x) & (tiles[:, 1] <= y)
+                  & (tiles[:, 0] + 320 >= x + half) & (tiles[:, 1] + 320 >= y + half))
         assert inside.any(), (x, y)
 
 
@@ -46,7 +47,7 @@ def _paste(canvas, rgb, scale, x, y):
 
 @pytest.mark.parametrize("width", [60, 40])
 def test_small_off_centre_face_in_large_photo(grace_full, width):
-    "A face `width` px wide in the corner of a 1600x1200 picture is found, with landmarks that match the full-size ones."
+    "A face `width` px wide in the corner of a 1600x1200 picture is found; its landmarks match the full-size ones."
     rgb = np.asarray(Image.open(GRACE).convert("RGB"))
     s = width / float(grace_full.box[2] - grace_full.box[0])
     can = np.full((1200, 1600, 3), 120, np.uint8)

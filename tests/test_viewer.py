@@ -17,7 +17,7 @@ if CHROMIUM is None:
 
 
 def _cdp_session(args):
-    "Chromium with the DevTools protocol on a pipe (fds 3 and 4 in the child): (process, send(method, **params) -> result)."
+    "Chromium with the DevTools protocol on a pipe (fds 3, 4 in the child): (process, send(method, **params) -> result)."
     r_cmd, w_cmd = os.pipe(); r_out, w_out = os.pipe()
 
     def child_fds():
@@ -83,7 +83,7 @@ def head_mask(img: np.ndarray) -> np.ndarray:  # [H, W] bool
 
 
 def front_view_report(img: np.ndarray) -> dict:
-    "Size and placement of the head's pixels, their left-right symmetry, and the eyes' dark pixels (only seen from the front)."
+    "Size and place of the head's pixels, their left-right symmetry, and the eyes' dark pixels (seen only from the front)."
     m = head_mask(img)
     ys, xs = np.nonzero(m)
     if len(xs) == 0: return dict(height=0.0, width=0.0, centre_x=0.0, symmetry=0.0, dark_left=0, dark_right=0)

@@ -173,7 +173,8 @@ def box_nms(boxes: np.ndarray,   # [N, 4] x0, y0, x1, y1 pixels
            ) -> np.ndarray:      # [K] indices of the kept boxes, best score first
     "Greedy non-maximum suppression: the same face seen in several windows becomes one box."
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4); scores = np.asarray(scores, np.float64).reshape(-1)
-    if len(boxes) != len(scores): raise ValueError(f"boxes [N, 4] and scores [N] disagree: {len(boxes)} vs {len(scores)}")
+    if len(boxes) != len(scores):
+        raise ValueError(f"boxes [N, 4] and scores [N] disagree: {len(boxes)} vs {len(scores)}")
     area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1)
     keep = []
     for i in np.argsort(-scores, kind="stable"):
