@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--preset", default="default",
                     help="fit preset: smoke, default, paper or accurate (outline needs head masks: not here)")
     rc.add_argument("--same-person", action="store_true", help="the photos show one person: fit one shared identity")
+    rc.add_argument("--all-faces", action="store_true",
+                    help="reconstruct every face of each photo into OUT/<photo name>_face<k>/ (default: the largest)")
     rc.add_argument("--device", default="cpu")
     rc.add_argument("--overwrite", action="store_true",
                     help="replace result folders that already exist in OUT (else the command refuses)")
@@ -249,7 +251,7 @@ def main(argv=None) -> int:
         elif a.cmd == "reconstruct":
             from headbook.fit.reconstruct import reconstruct
             res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
-                              same_person=a.same_person, overwrite=a.overwrite)
+                              same_person=a.same_person, overwrite=a.overwrite, all_faces=a.all_faces)
             for r in res:
                 if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
                 else: print(f"{r.photo}: error: {r.error}")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['mesh_image', 'k3d_html', 'k3d_iframe']
+__all__ = ['mesh_image', 'front_camera', 'k3d_html', 'k3d_iframe']
 
 # %% ../nbs/95_viz.ipynb #0b5f4343
 def _np(x): return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
@@ -53,18 +53,29 @@ def mesh_image(verts,   # [V, 3] metres
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
+def front_camera(verts,            # [V, 3] metres, the book's frame (+Y up, the face looks along +Z)
+                 fov: float = 45.0,  # the viewer's vertical field of view, degrees
+                 fill: float = 0.85,  # fraction of the view's height (and width, for a square view) the mesh fills
+                ) -> list[float]:  # k3d's camera: position (3), target (3), up (3)
+    "A camera on +Z looking at the mesh's box centre, +Y up, near enough that the mesh fills `fill` of the view."
+    v = _np(verts).reshape(-1, 3).astype(np.float64)
+    lo, hi = v.min(0), v.max(0)
+    c, half = (lo + hi) / 2, (hi - lo) / 2
+    d = float(max(half[0], half[1])) / (fill * np.tan(np.radians(fov) / 2)) + float(half[2])  # from the front face
+    return [float(c[0]), float(c[1]), float(c[2]) + d, *map(float, c), 0.0, 1.0, 0.0]
+
 def k3d_html(verts,  # [V, 3]
              faces,  # [F, 3]
              colors=None,  # [V, 3] in [0, 1]
              points=None,  # [L, 3] e.g. landmarks
              ) -> str:
-    "A standalone k3d viewer as an HTML string (write it to a file and open it in a browser), facing the face."
+    """A standalone k3d viewer as an HTML string (write it to a file and open it in a browser; k3d's JavaScript is
+    inline, so it works offline), opening on the face: +Z towards the camera, +Y up, the head filling the view."""
     import k3d
     v, f = _np(verts).astype(np.float32), _np(faces).astype(np.uint32)
-    plot = k3d.plot(grid_visible=False, camera_auto_fit=False)
-    c = (v.min(0) + v.max(0)) / 2; r = float(np.linalg.norm(v.max(0) - v.min(0))) / 2
-    # open facing the face (chapter 00): +Y up, the camera on +Z looking at the middle of the box
-    plot.camera = [float(c[0]), float(c[1]), float(c[2]) + 2.5 * r, *map(float, c), 0., 1., 0.]
+    fov = 45.0
+    plot = k3d.plot(grid_visible=False, camera_auto_fit=False, camera_fov=fov, camera_up_axis="y")
+    plot.camera = front_camera(v, fov)   # chapter 00: +Y up, the face looks along +Z
     kw = {}
     if colors is not None:
         c = (np.clip(_np(colors), 0, 1) * 255).astype(np.uint32)

@@ -38,13 +38,39 @@ def landmark_nme(pred: np.ndarray,  # [68, 2] pixels
     return float(np.linalg.norm(pred - gt, axis=-1).mean() / max(iod, 1e-9)), iod
 
 # %% ../../nbs/31_fit.reconstruct.ipynb #fc05e22c
+def _render_on_photo(res, b: int, faces, T: CropTransform, photo_size: tuple[int, int]):
+    """The fitted head drawn over the whole photo: the fitted camera's intrinsics mapped from crop to photo pixels
+    (crop = (photo - x0) * scale), rendered in the window round the head's projection, so nothing is clipped to the
+    crop box. Returns render [H, W, 3] and coverage [H, W], floats in [0, 1]."""
+    from headbook.render.mesh import render_mesh
+    from headbook.geometry.cameras import project_points
+    H, W = photo_size
+    cam = res.camera
+    K = cam["K"][b:b + 1].detach().clone().double()
+    K[:, :2] /= T.scale; K[:, 0, 2] += T.x0; K[:, 1, 2] += T.y0          # crop pixels -> photo pixels
+    R, t = cam["R"][b:b + 1].double(), cam["t"][b:b + 1].double()
+    v = res.vertices[b:b + 1].detach().double()
+    uv, _ = project_points(v, K, R, t)
+    lo = np.floor(uv[0].min(0).values.cpu().numpy()) - 4; hi = np.ceil(uv[0].max(0).values.cpu().numpy()) + 4
+    x0, y0 = int(max(lo[0], 0)), int(max(lo[1], 0)); x1, y1 = int(min(hi[0], W)), int(min(hi[1], H))
+    img, cover = np.zeros((H, W, 3), np.float32), np.zeros((H, W), np.float32)
+    if x1 <= x0 or y1 <= y0: return img, cover
+    Kw = K.clone(); Kw[:, 0, 2] -= x0; Kw[:, 1, 2] -= y0                  # the window's own pixels
+    dt = res.vertices.dtype
+    with torch.no_grad():
+        r = render_mesh(v.to(dt), faces, Kw.to(dt), R.to(dt), t.to(dt), (y1 - y0, x1 - x0),
+                        albedo=res.albedo[b:b + 1], sh=res.sh[b:b + 1])
+    img[y0:y1, x0:x1] = r.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
+    cover[y0:y1, x0:x1] = r.mask[0, 0].clamp(0, 1).cpu().numpy()
+    return img, cover
+
 def _overlay(rgb, render, mask, T, det, fit, alpha=0.6):
-    "Three panels: the photo with detected (green) and fitted (red) landmarks | the fitted render alone | a blend."
+    """Three panels: the photo with detected (green) and fitted (red) landmarks | the fitted render over the darkened
+    photo | a blend. `render` [H, W, 3] and `mask` [H, W] are on the photo's pixel grid (`_render_on_photo`)."""
     from PIL import Image, ImageDraw
     H, W = rgb.shape[:2]
-    r = warp_to_photo((render.clip(0, 1) * 255).round().astype(np.uint8), T, (H, W)).astype(np.float32)
-    m8 = (mask.clip(0, 1) * 255).round().astype(np.uint8)[..., None].repeat(3, 2)
-    m1 = warp_to_photo(m8, T, (H, W)).astype(np.float32) / 255
+    r = render.astype(np.float32) * 255
+    m1 = mask.astype(np.float32)[..., None]
     rgbf = rgb.astype(np.float32)
     panels = [rgbf, rgbf * 0.25 * (1 - m1) + r * m1, rgbf * (1 - alpha * m1) + r * alpha * m1]
     ims = [Image.fromarray(p.round().clip(0, 255).astype(np.uint8)) for p in panels]
@@ -74,7 +100,7 @@ def _write(out: Path, name: str, rgb, T, det68, res, b, model, cfg, preset, timi
     files["params.npz"] = out / "params.npz"
     fit68 = T.to_photo(res.landmarks2d[b].cpu().numpy())
     nme, iod = landmark_nme(fit68, det68)
-    render, cover = res.render[b].permute(1, 2, 0).cpu().numpy(), res.render_mask[b, 0].cpu().numpy()
+    render, cover = _render_on_photo(res, b, model.faces, T, rgb.shape[:2])
     _overlay(rgb, render, cover, T, det68, fit68).save(out / "overlay.png")
     files["overlay.png"] = out / "overlay.png"
     (out / "viewer.html").write_text(k3d_html(res.vertices[b].cpu(), faces, res.albedo[b].cpu()))
@@ -157,15 +183,18 @@ def _publish(staging: Path, final: Path, overwrite: bool):
     raise OSError(f"{final}: could not be replaced after 50 tries (other writers keep recreating it)")
 
 # %% ../../nbs/31_fit.reconstruct.ipynb #a17e0c07
-def _prepare(p, cfg) -> dict:
-    "Read one photo (EXIF orientation applied), turn it upright, detect, crop and mask; raises on anything wrong."
-    from headbook.landmarks import read_image, skin_mask
+def _prepare(p, cfg, all_faces: bool = False) -> list[dict]:
+    "Read one photo (EXIF orientation applied), turn it upright, detect, crop and mask each face; raises on anything wrong."
+    from headbook.landmarks import read_image, skin_mask, detect_faces
     t0 = time.perf_counter()
     rgb, det, turned = upright_face(read_image(p).rgb, name=str(p))
-    det68 = det.ibug68.astype(np.float64)
-    T = face_crop(det68, cfg.image_size)
-    return dict(rgb=rgb, det68=det68, T=T, crop=warp_to_crop(rgb, T), lmk=T.to_crop(det68), rotation=turned,
-                mask=skin_mask(T.to_crop(det.points), (T.size, T.size)), detect_s=time.perf_counter() - t0)
+    out = []
+    for det in (detect_faces(rgb, name=str(p)) if all_faces else [det]):      # largest first
+        det68 = det.ibug68.astype(np.float64)
+        T = face_crop(det68, cfg.image_size)
+        out.append(dict(rgb=rgb, det68=det68, T=T, crop=warp_to_crop(rgb, T), lmk=T.to_crop(det68), rotation=turned,
+                        mask=skin_mask(T.to_crop(det.points), (T.size, T.size)), detect_s=time.perf_counter() - t0))
+    return out
 
 def _save(r: PhotoResult, g: dict, res, b: int, n: int, head, cfg, preset_name: str, overwrite: bool) -> PhotoResult:
     "Write one photo's results into a hidden sibling folder, then move the whole folder into place."
@@ -193,6 +222,7 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
                 progress: bool = True,
                 same_person: bool = False,    # all photos show one person: fit one shared identity β
                 overwrite: bool = False,      # replace existing result folders (else they are refused)
+                all_faces: bool = False,      # every face of each photo, into <folder>_face<k>/ (largest k=0)
                ) -> list[PhotoResult]:
     """Photo(s) → landmarks → crop → skin mask → one batched photometric fit → mesh, params, overlay, viewer, fit.json.
     Each result folder appears whole or not at all; a photo that fails in any way is reported, the others written."""
@@ -217,14 +247,16 @@ def reconstruct(photos: list,                 # photo paths (str / Path)
     head = load_head_model(model) if isinstance(model, (str, Path)) else model
     results, good = [], []
     for p, (folder, note) in zip(photos, folders):
-        try: g = _prepare(p, cfg)
+        try: gs = _prepare(p, cfg, all_faces)
         except Exception as e:      # any failure of one photo (unreadable, no face, PIL's DecompressionBombError, ...)
             results.append(PhotoResult(str(p), False, error=f"{type(e).__name__}: {e}")); continue
-        notes = [note] if note else []
-        if g["rotation"]:
-            notes.append(f"the photo was turned {g['rotation']}° counter-clockwise to make the face upright")
-        results.append(PhotoResult(str(p), True, rotation=g["rotation"], notes=notes))
-        good.append(dict(g, i=len(results) - 1, folder=folder))
+        for k, g in enumerate(gs):
+            notes = [note] if note else []
+            if g["rotation"]:
+                notes.append(f"the photo was turned {g['rotation']}° counter-clockwise to make the face upright")
+            results.append(PhotoResult(str(p), True, rotation=g["rotation"], notes=notes))
+            f = folder.with_name(f"{folder.name}_face{k}") if all_faces else folder
+            good.append(dict(g, i=len(results) - 1, folder=f))
     if not good: return results
     images = torch.stack([torch.from_numpy(g["crop"]).permute(2, 0, 1).float() / 255 for g in good]).to(device)
     lmks = torch.stack([torch.from_numpy(g["lmk"]).float() for g in good]).to(device)

@@ -14,20 +14,22 @@ from ..eval.now import NOW_FROM_IBUG68, NOW_LANDMARK_NAMES
 # %% auto #0
 __all__ = ['MP478_TO_IBUG68', 'IBUG68_REGIONS', 'IBUG68_MIRROR', 'IBUG68_TO_NOW7', 'NOW7_NAMES', 'MP478_TO_NOW7',
            'ICT_IBUG68_VERTICES', 'MP478_FACE_OVAL', 'MP478_RIGHT_EYE', 'MP478_LEFT_EYE', 'MP478_RIGHT_BROW',
-           'MP478_LEFT_BROW', 'MP478_OUTER_LIPS', 'to_ibug68', 'to_now7', 'skin_mask']
+           'MP478_LEFT_BROW', 'MP478_OUTER_LIPS', 'read_landmark_map', 'to_ibug68', 'to_now7', 'skin_mask']
 
 # %% ../../nbs/25_landmarks.conventions.ipynb #3b31686d
-MP478_TO_IBUG68 = np.array([
-    127, 234, 93, 132, 172, 150, 149, 148, 152, 377, 378, 379, 397, 361, 323, 454, 356,  # 0-16 contour
-    70, 63, 105, 66, 107,                                                                 # 17-21 right brow
-    336, 296, 334, 293, 300,                                                              # 22-26 left brow
-    168, 6, 195, 4,                                                                       # 27-30 nose bridge
-    98, 97, 2, 326, 327,                                                                  # 31-35 nose bottom
-    33, 160, 158, 133, 153, 144,                                                          # 36-41 right eye
-    362, 385, 387, 263, 373, 380,                                                         # 42-47 left eye
-    61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,                                   # 48-59 outer lips
-    78, 81, 13, 311, 308, 402, 14, 178,                                                   # 60-67 inner lips
-], dtype=np.int64)  # [68] MediaPipe vertex index of each iBUG landmark
+def read_landmark_map(path=None,  # a CSV with columns ibug68, mp478, region (default: data/landmarks/)
+                     ) -> np.ndarray:  # [68] int64: MediaPipe vertex index of each iBUG landmark
+    "The 478 → 68 map, read from `data/landmarks/mp478_to_ibug68.csv` (a committed table, one row per iBUG point)."
+    import csv
+    from headbook.models.assets import data_path
+    p = path or data_path("landmarks", "mp478_to_ibug68.csv")
+    with open(p, newline="") as f: rows = list(csv.DictReader(f))
+    idx = np.array([int(r["ibug68"]) for r in rows]); mp = np.array([int(r["mp478"]) for r in rows], dtype=np.int64)
+    if len(rows) != 68 or (np.sort(idx) != np.arange(68)).any() or len(set(mp.tolist())) != 68 or mp.max() >= 468:
+        raise ValueError(f"{p}: expected 68 rows, ibug68 = 0..67 once each, 68 distinct mp478 vertices < 468")
+    return mp[np.argsort(idx)]
+
+MP478_TO_IBUG68 = read_landmark_map()  # [68] MediaPipe vertex index of each iBUG landmark
 
 IBUG68_REGIONS = {
     "contour": slice(0, 17), "right_brow": slice(17, 22), "left_brow": slice(22, 27),

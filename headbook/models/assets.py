@@ -16,7 +16,7 @@ from .flame import HeadModelData, N_STATIC_LMK, N_CONTOUR_LMK, N_YAW_BINS
 __all__ = ['FLAME_2023_OPEN_SHA256', 'FLAME_N_VERTS', 'FLAME_N_COMPONENTS', 'ASSETS', 'UnsafePickleError', 'RestrictedUnpickler',
            'safe_load_pickle', 'safe_load_npy', 'sha256', 'read_landmark_embedding', 'read_flame_pkl',
            'write_flame_pkl', 'read_flame_texture', 'flame_version', 'AssetSpec', 'search_roots', 'find_asset',
-           'asset_report']
+           'asset_report', 'data_dir', 'data_path']
 
 # %% ../../nbs/12_models.assets.ipynb #e8ec4455
 class UnsafePickleError(pickle.UnpicklingError):
@@ -374,3 +374,20 @@ def asset_report() -> list[dict]:
         rows.append(dict(key=a.key, path=str(p) if p else None, sha256=sha, what=a.what, get=a.get, note=note,
                          version=version))
     return rows
+
+# %% ../../nbs/12_models.assets.ipynb #10e4f55f
+def data_dir() -> Path:
+    """The repository's `data/` folder (small committed inputs: the 478 → 68 landmark map, sample photos with their
+    licences); `$HEADBOOK_DATA` overrides it."""
+    import headbook
+    env = os.environ.get("HEADBOOK_DATA")
+    return Path(env) if env else Path(headbook.__file__).resolve().parent.parent / "data"
+
+def data_path(*parts: str) -> Path:
+    "A file in `data_dir()`; `FileNotFoundError` saying where it looked when it is missing."
+    p = data_dir().joinpath(*parts)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: headbook's data file is missing. data/ ships with the repository beside the "
+                                "headbook package: install headbook from a clone (pip install -e .) or set "
+                                "HEADBOOK_DATA to a copy of the repository's data/ folder")
+    return p
