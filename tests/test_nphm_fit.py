@@ -79,3 +79,18 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(100, 3)) * 0.05)
     with pytest.raises(ValueError, match="not an NPHM checkpoint"):
         fit_files([tmp_path / "c.npy"], tmp_path / "sheap.pt", tmp_path / "o")
+
+
+def test_fit_pointcloud_command_line(trained, tmp_path, capsys):
+    from headbook.cli import main
+    run, t = trained
+    data = NPHMData(t.config.data)
+    scan = depth_scan(from_nphm(data.mesh(1, 0, split="test")), data.faces, image_size=48)
+    np.save(tmp_path / "head.npy", scan.points.numpy())
+    assert main(["fit-pointcloud", str(tmp_path / "head.npy"), "--model", str(run), "--out", str(tmp_path / "o"),
+                 "--preset", "smoke"]) == 0
+    assert (tmp_path / "o" / "head" / "mesh.obj").exists() and "head.npy" in capsys.readouterr().out
+    assert main(["fit-pointcloud", str(tmp_path / "head.npy"), "--model", str(run), "--out", str(tmp_path / "o2"),
+                 "--unit", "mm", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "fit-pointcloud: error" in err and "looks like m" in err and not (tmp_path / "o2").exists()
