@@ -129,12 +129,17 @@ def nphm_mesh(model: NPHM, id_code: Tensor, expr_code: Tensor | None = None,
 def fit_metrics(pred_verts: np.ndarray, pred_faces: np.ndarray,   # metres
                 ref_verts: np.ndarray, ref_faces: np.ndarray,     # metres
                 landmarks: np.ndarray | None = None,              # [68, 3] the reference's, metres: face region
-                n_points: int = 50_000, seed: int = 0) -> dict:
+                n_points: int = 50_000, seed: int = 0,
+                neck_margin: float | None = 0.01,  # keep points above the reference's lowest point + this (metres)
+               ) -> dict:
     "NPHM's surface metrics, whole head and (with landmarks) face region: {'head': {...}, 'face': {...}} in mm."
-    out = {"head": surface_metrics(pred_verts, pred_faces, ref_verts, ref_faces, n_points=n_points,
-                                   seed=seed).as_dict()}
+    ref_verts = np.asarray(ref_verts)
+    cut = None if neck_margin is None else float(ref_verts[:, 1].min()) + neck_margin
+    above = (lambda P: P[:, 1] > cut) if cut is not None else (lambda P: np.ones(len(P), bool))
+    out = {"head": surface_metrics(pred_verts, pred_faces, ref_verts, ref_faces, n_points=n_points, seed=seed,
+                                   keep=above).as_dict()}
     if landmarks is not None:
-        keep = lambda P: landmark_face_region(P, landmarks)
+        keep = lambda P: landmark_face_region(P, landmarks) & above(P)
         out["face"] = surface_metrics(pred_verts, pred_faces, ref_verts, ref_faces, n_points=n_points, seed=seed,
                                       keep=keep).as_dict()
     return out

@@ -7,6 +7,7 @@ Docs: https://headbook.github.io/headbook/nphm.model.html.md"""
 # %% ../../nbs/50_nphm.model.ipynb #a67a0bd1
 from __future__ import annotations
 import math
+import numpy as np
 from dataclasses import dataclass, asdict
 import torch
 from torch import Tensor, nn

@@ -115,9 +115,11 @@ def nphm_config(preset: str = "smoke", overrides: dict | str | None = None) -> N
     "A preset (`smoke`, `small`, `paper` and their `npm_` twins) with overrides (e.g. {'stage': 'expression'})."
     cfg = make_config(PRESETS, preset, overrides)
     ov = overrides if isinstance(overrides, dict) else {}
-    if cfg.stage == "expression" and not any(k in ov for k in ("lr", "lr_codes", "lr_decay_every")) \
-            and preset.endswith("paper"):
-        cfg = dataclasses.replace(cfg, lr=1e-4, lr_codes=5e-4, lr_decay_every=600, weight_decay=5e-4, grad_clip=0.025)
+    if cfg.stage == "expression":   # the seed's stage-2 schedule (paper); small: stage 2 is cheap, so more steps
+        stage2 = {"paper": dict(lr=1e-4, lr_codes=5e-4, lr_decay_every=600, weight_decay=5e-4, grad_clip=0.025),
+                  "small": dict(steps=6000, batch_size=8, lr_decay_every=2000, ckpt_every=1000)}
+        extra = {k: v for k, v in stage2.get(preset.removeprefix("npm_"), {}).items() if k not in ov}
+        cfg = dataclasses.replace(cfg, **extra)
     return cfg
 
 # %% ../../nbs/51_nphm.train.ipynb #72b0c764
