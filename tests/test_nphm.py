@@ -174,8 +174,8 @@ def test_npm_baseline_has_the_same_interface(layout, tmp_path):
 
 def test_a_killed_nphm_run_resumes_exactly(tmp_path):
     from headbook.train.loop import check_resume_exact
-    for stage_cfg in (nphm_config("smoke", {"steps": 4, "ckpt_every": 2}),):
-        check_resume_exact(lambda d, stop: train_nphm(stage_cfg, d, progress=False, stop_after=stop), tmp_path / "id", 2)
+    cfg = nphm_config("smoke", {"steps": 4, "ckpt_every": 2})
+    check_resume_exact(lambda d, stop: train_nphm(cfg, d, progress=False, stop_after=stop), tmp_path / "id", 2)
     # the expression stage, on top of that identity run
     ex = nphm_config("smoke", {"stage": "expression", "identity_run": str(tmp_path / "id" / "full"), "steps": 4,
                                "ckpt_every": 2})

@@ -50,7 +50,8 @@ def test_fit_files_writes_the_results_and_scores_against_a_reference(trained, tm
     d = tmp_path / "out" / "cloud"
     assert {p.name for p in d.iterdir()} == {"mesh.obj", "codes.npz", "fit.json", "viewer.html"}
     info = json.loads((d / "fit.json").read_text())
-    assert info["metrics_mm"]["head"]["chamfer_l1"] > 0 and info["kind"] == "nphm" and res[0]["points"] == len(scan.points)
+    assert info["metrics_mm"]["head"]["chamfer_l1"] > 0 and info["kind"] == "nphm"
+    assert res[0]["points"] == len(scan.points)
     # the same cloud in millimetres, said so, gives the same fit input
     np.save(tmp_path / "cloud_mm.npy", scan.points.numpy() * 1000)
     fit_files([tmp_path / "cloud_mm.npy"], run, tmp_path / "out", unit="mm", fit=fit_config("smoke"))
@@ -60,10 +61,12 @@ def test_fit_files_writes_the_results_and_scores_against_a_reference(trained, tm
 def test_bad_clouds_are_refused_by_name(trained, tmp_path):
     run, t = trained
     np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
-    with pytest.raises(ValueError, match="empty.npy is empty"): fit_files([tmp_path / "empty.npy"], run, tmp_path / "o")
+    with pytest.raises(ValueError, match="empty.npy is empty"):
+        fit_files([tmp_path / "empty.npy"], run, tmp_path / "o")
     a = np.random.default_rng(0).normal(size=(500, 3)) * 0.1; a[7, 1] = np.nan
     np.save(tmp_path / "nan.npy", a)
-    with pytest.raises(ValueError, match="nan.npy holds 1 point"): fit_files([tmp_path / "nan.npy"], run, tmp_path / "o")
+    with pytest.raises(ValueError, match="nan.npy holds 1 point"):
+        fit_files([tmp_path / "nan.npy"], run, tmp_path / "o")
     np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(500, 3)) * 100.0)   # a head in mm, said m
     with pytest.raises(ValueError, match="looks like mm"): fit_files([tmp_path / "big.npy"], run, tmp_path / "o")
     np.save(tmp_path / "tiny.npy", np.random.default_rng(0).normal(size=(500, 3)) * 0.001)

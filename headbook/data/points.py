@@ -1,4 +1,4 @@
-"""Reading point clouds and scans (`.npy`, PLY, OBJ), single-view depth scans through the book's pinhole camera, and the checks a cloud must pass.
+"""Point clouds from .npy, PLY and OBJ, single-view depth scans through the pinhole camera, and the cloud check.
 
 Docs: https://headbook.github.io/headbook/data.points.html.md"""
 

@@ -1,4 +1,4 @@
-"""Identity and expression codes from a depth scan, a full scan or a point cloud; meshes out; NPHM's surface metrics on held-out heads and a real scan.
+"""Codes from depth scans, scans or point clouds; meshes out; surface metrics on held-out heads and a real scan.
 
 Docs: https://headbook.github.io/headbook/nphm.fit.html.md"""
 

@@ -1,4 +1,4 @@
-"""Neural parametric head models: a local SDF ensemble for identity, a forward deformation field for expression, and the global NPM baseline.
+"""A local SDF ensemble for identity, a forward deformation field for expression, and the NPM baseline.
 
 Docs: https://headbook.github.io/headbook/nphm.model.html.md"""
 

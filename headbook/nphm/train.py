@@ -255,7 +255,8 @@ def _optimizer(step: NPHMStep, cfg: NPHMConfig):
 
 def _identity_stage_state(cfg: NPHMConfig) -> tuple[NPHMConfig, dict]:
     "Stage 2: the stage-1 checkpoint's model sizes and state."
-    if not cfg.identity_run: raise ValueError("stage 'expression' needs identity_run: a stage-1 run folder or checkpoint")
+    if not cfg.identity_run:
+        raise ValueError("stage 'expression' needs identity_run: a stage-1 run folder or checkpoint")
     p = Path(cfg.identity_run)
     ck = latest_checkpoint(p) if p.is_dir() else p
     if ck is None or not ck.exists(): raise FileNotFoundError(f"no stage-1 checkpoint at {p}")
