@@ -6,10 +6,12 @@ Docs: https://headbook.github.io/headbook/cli.html.md"""
 
 # %% ../nbs/99_cli.ipynb #8fb1b23e
 from __future__ import annotations
-import argparse, datetime, json, sys
+import argparse, contextlib, datetime, json, sys, threading
 from pathlib import Path
+from typing import Callable
 import numpy as np
 import torch
+from .train.loop import PROGRESS_LOG
 
 # %% auto #0
 __all__ = ['demo', 'assets', 'ExperimentError', 'run_experiment', 'landmarks', 'build_parser', 'main']
@@ -72,11 +74,39 @@ def _known_parameters(src: Path) -> list[str]:
     return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
 
+class _Tail:
+    "Follow a growing text file from a background thread: each new complete line goes to `emit` (until `exit`)."
+    def __init__(self, path: Path, emit: Callable[[str], None], every: float = 0.5):
+        self.path, self.emit, self.every, self.buf = Path(path), emit, every, b""
+        self.pos = self.path.stat().st_size if self.path.exists() else 0   # a resumed run's old lines stay quiet
+        self.stop, self.thread = threading.Event(), threading.Thread(target=self._loop, daemon=True)
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, 2)
+                if f.tell() < self.pos: self.pos, self.buf = 0, b""          # the file was replaced
+                f.seek(self.pos); data = f.read()
+        except FileNotFoundError: return
+        self.pos += len(data)
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        for line in lines: self.emit(line.decode("utf-8", "replace"))
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every): self.poll()
+
+    def __enter__(self): self.thread.start(); return self
+    def __exit__(self, *exc) -> None: self.stop.set(); self.thread.join(); self.poll()   # the last lines too
+
 def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path = "runs",
-                   nbs_dir: str | Path | None = None) -> Path:
+                   nbs_dir: str | Path | None = None,
+                   on_progress: Callable[[str], None] | None = None,  # gets each new line of <run>/progress.log, live
+                   progress_bar: bool = True,                         # papermill's cell counter (on stderr)
+                  ) -> Path:
     """Execute nbs/experiments/NAME.ipynb with papermill in one run folder, runs/NAME/<timestamp>/ or the `run_dir`
     parameter when given (a run to resume), and return its absolute path. Unknown parameters are refused before
-    anything runs; an error in the notebook is an `ExperimentError` with its one-line message."""
+    anything runs; an error in the notebook is an `ExperimentError` with its one-line message. While the notebook
+    runs, the lines the training loop appends to the run folder's `progress.log` go to `on_progress`."""
     import papermill as pm, shutil
     from papermill.exceptions import PapermillExecutionError
     nbs = Path(nbs_dir) if nbs_dir else _repo_root() / "nbs" / "experiments"
@@ -96,7 +126,10 @@ def run_experiment(name: str, params: dict | None = None, runs_dir: str | Path =
     if "run_dir" in known: params["run_dir"] = str(run_dir)    # absolute: the notebook runs inside run_dir
     out = run_dir / f"{name}.ipynb"
     if out.exists(): out = run_dir / f"{name}.{stamp}.ipynb"    # a resumed run keeps the earlier notebooks
-    try: pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(run_dir), progress_bar=True)
+    tail = _Tail(run_dir / PROGRESS_LOG, on_progress) if on_progress else contextlib.nullcontext()
+    try:
+        with tail: pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(run_dir),
+                                       progress_bar=progress_bar)
     except PapermillExecutionError as e:
         if top and all(p == out for p in run_dir.iterdir()): shutil.rmtree(top)   # it wrote nothing but the notebook
         kept = f" (the executed notebook: {out})" if out.exists() else ""
@@ -152,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", nargs="+", action="append", metavar="KEY=VALUE", default=[],
                    help="papermill parameter (repeatable): -p preset=small  or  -p preset small")
     r.add_argument("--runs-dir", default="runs")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on the terminal (the training's progress lines and papermill's cell counter); "
+                        "the run folder's progress.log is written either way")
     e = sub.add_parser("eval", help="evaluations (NoW)", description="Evaluate predictions with the field's protocols.")
     esub = e.add_subparsers(dest="eval_cmd", required=True)
     n = esub.add_parser("now", help="the NoW benchmark protocol",
@@ -213,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--preset", default="small", choices=["smoke", "small", "paper"], help="fitting schedule")
     return p
 
+def _to_terminal(line: str) -> None:
+    "A progress line on stderr, above papermill's bar (tqdm.write keeps the bar whole)."
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stderr)
+
 def main(argv=None) -> int:
     "Entry point of the `headbook` console script."
     a = build_parser().parse_args(argv)
@@ -235,7 +276,9 @@ def main(argv=None) -> int:
                 elif len(kv) == 2: k, v = kv
                 else: raise ValueError(f"-p takes KEY=VALUE or KEY VALUE, got {' '.join(kv)}")
                 params[k] = _parse_value(v)
-            print("run written to", run_experiment(a.name, params, a.runs_dir))
+            say = None if a.quiet else _to_terminal
+            print("run written to", run_experiment(a.name, params, a.runs_dir, on_progress=say,
+                                                   progress_bar=not a.quiet))
         elif a.cmd == "eval" and a.eval_cmd == "now":
             from headbook.data.now import evaluate_now
             res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit,

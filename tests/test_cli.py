@@ -1,7 +1,7 @@
-import subprocess, sys
+import json, re, subprocess, sys
 from pathlib import Path
 import pytest
-from headbook.cli import build_parser, main, demo
+from headbook.cli import build_parser, main, demo, run_experiment
 
 EXE = Path(sys.executable).parent / "headbook"
 
@@ -109,7 +109,13 @@ def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypat
     for k, v in params.items(): args += ["-p", f"{k}={v}"]
     assert main(args) == 0
     (run_dir,) = list((tmp_path / "runs" / name).iterdir())
-    assert capsys.readouterr().out.strip().endswith(f"run written to {run_dir}")       # printed truthfully
+    out, err = capsys.readouterr()
+    assert out.strip().endswith(f"run written to {run_dir}")                           # printed truthfully
+    if name != "eval_now":         # the training's progress.log, kept in the run folder, was shown on stderr
+        log = (run_dir / "progress.log").read_text().splitlines()
+        desc = "SHeaP" if name == "train_sheap" else "NPHM identity"
+        assert any(re.search(rf" {desc} step \d+/\d+  loss \S+ .* s/step  ETA \S+$", l) for l in log), log
+        assert log and all(l in err.splitlines() for l in log) and "Executing" in err   # papermill's counter too
     assert not (run_dir / "runs").exists()
     nb = json.loads((run_dir / f"{name}.ipynb").read_text())
     injected = [c for c in nb["cells"] if c.get("metadata", {}).get("tags") == ["injected-parameters"]]
@@ -127,7 +133,11 @@ def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypat
         assert "Traceback" not in err
         assert "ResumeSettingsError" in err and "lr 0.001 -> 0.5" in err and "allow_changes" in err
         assert json.loads((run_dir / "config.json").read_text())["lr"] == 1e-3
-        assert main(again + ["-p", "allow_changes=true"]) == 0
+        assert main(again + ["-p", "allow_changes=true", "--quiet"]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == f"run written to {run_dir}" and " step " not in err and "Executing" not in err
+        log = (run_dir / "progress.log").read_text()                 # the resume appended its lines all the same
+        assert "SHeaP steps 4-4 of 4 on cpu, resumed from step 3" in log and "SHeaP finished step 4/4" in log
         rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["lr"] == pytest.approx(0.5 * 0.05)
         assert list(tmp_path.joinpath("runs", name).iterdir()) == [run_dir]               # still one run folder
@@ -150,3 +160,42 @@ def test_headbook_run_refuses_unknown_parameters_and_presets(tmp_path, monkeypat
     assert "Traceback" not in err and not (tmp_path / "runs").exists()                  # no empty run folder left
     assert main(["run", "train_sheap", "-p", 'overrides={"nope": 1}']) == 1
     assert "SHeaPConfig has no field 'nope'" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def _notebook(cells: list[str]) -> dict:
+    "A notebook whose first cell is papermill's parameters cell."
+    cell = lambda src, tags: dict(cell_type="code", execution_count=None, id=f"c{len(src)}{len(tags)}",
+                                  metadata={"tags": tags}, outputs=[], source=src)
+    return dict(cells=[cell(c, ["parameters"] if i == 0 else []) for i, c in enumerate(cells)], nbformat=4,
+                nbformat_minor=5, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+
+
+def test_headbook_run_streams_progress_while_the_notebook_runs(tmp_path):
+    """The lines reach the caller while the kernel still runs: the notebook's last cell waits until the caller has
+    seen the training's last line (a stream that only arrived at the end would time it out)."""
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    (nbs / "stream.ipynb").write_text(json.dumps(_notebook([
+        'run_dir = ""\nmarker = ""\nsteps = 3',
+        "import time, torch\nfrom pathlib import Path\nfrom headbook.train.loop import train\n"
+        "net = torch.nn.Linear(2, 1); opt = torch.optim.SGD(net.parameters(), 0.1); X = torch.randn(8, 2)\n"
+        "train(lambda s: {'loss': net(X).pow(2).mean()}, net, opt, steps, run_dir, progress=False, progress_secs=0, "
+        "desc='toy')",
+        "t0 = time.time()\nwhile not Path(marker).exists():\n"
+        "    if time.time() - t0 > 60: raise TimeoutError('no progress line reached the caller while the kernel ran')\n"
+        "    time.sleep(0.05)"])))
+    marker, seen = tmp_path / "seen", []
+    def on_progress(line):
+        seen.append(line)
+        if " toy finished step " in line: marker.write_text(line)
+    run = run_experiment("stream", {"marker": str(marker)}, tmp_path / "runs", nbs_dir=nbs, on_progress=on_progress,
+                         progress_bar=False)
+    assert marker.exists() and seen == (run / "progress.log").read_text().splitlines()
+    step = re.compile(r" toy step (\d)/\d  loss \S+  lr 0.1  \S+ s/step  ETA \S+$")
+    assert [step.search(l)[1] for l in seen[1:4]] == list("123") and " toy finished step 3/3 in " in seen[-1]
+    # a resumed run shows only its own new lines
+    seen.clear(); marker.unlink()
+    run_experiment("stream", {"marker": str(marker), "run_dir": str(run), "steps": 5}, nbs_dir=nbs,
+                   on_progress=on_progress, progress_bar=False)
+    assert " toy steps 4-5 of 5 on cpu, resumed from step 3" in seen[0] and marker.exists()
+    assert [step.search(l)[1] for l in seen[1:3]] == list("45") and len(seen) == 5, seen

@@ -1,5 +1,5 @@
 "Shared training infrastructure: configs, metrics, checkpoint/resume, deterministic batches, torchrun/DDP (gloo)."
-import dataclasses, json, os, socket, subprocess, sys, textwrap
+import dataclasses, json, os, re, socket, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
 import torch
@@ -7,7 +7,7 @@ from torch import nn
 from headbook.train.config import make_config, apply_overrides, parse_overrides, config_to_dict, config_from_dict
 from headbook.train.loop import (train, read_metrics, global_batch_indices, shard, DistInfo, save_checkpoint,
                                  load_checkpoint, latest_checkpoint, seed_everything, new_run_dir, MetricsLog,
-                                 check_resume_exact)
+                                 check_resume_exact, ProgressLog, PROGRESS_LOG)
 
 
 @dataclasses.dataclass
@@ -114,6 +114,68 @@ def test_resume_with_changed_settings_is_refused_then_applied(tmp_path):
     assert opt.param_groups[0]["initial_lr"] == 0.5
 
 
+STEP_LINE = re.compile(r"^\d\d:\d\d:\d\d toy step (\d+)/8  loss (\S+)  aux (\S+)  lr (\S+)  (\S+) s/step  ETA (\S+)$")
+
+
+def _progress_toy(run_dir, stop_after=None, progress_secs=0.0, info=None, seen=None):
+    seed_everything(0)
+    X = torch.randn(40, 4); y = X.sum(1, keepdim=True)
+    net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(net.parameters(), 0.05)
+    def step_fn(step):
+        if seen is not None: seen.append((Path(run_dir) / PROGRESS_LOG).read_text())   # what is on disk mid-run
+        i = global_batch_indices(step, 8, 40, seed=1)
+        return {"loss": ((net(X[i]) - y[i]) ** 2).mean(), "aux": torch.tensor(float(step))}
+    return train(step_fn, net, opt, 8, run_dir, info=info, ckpt_every=3, stop_after=stop_after, progress=False,
+                 desc="toy", progress_secs=progress_secs)
+
+
+def test_progress_log_has_steps_losses_and_eta_flushed_as_it_goes(tmp_path):
+    seen = []
+    cut = _progress_toy(tmp_path, stop_after=5, seen=seen)
+    # flushed line by line: when step k runs, the line of step k-1 is already in the file
+    assert all(f" toy step {k}/8  loss " in seen[k] for k in range(1, 5))
+    rest = _progress_toy(tmp_path)
+    lines = (tmp_path / PROGRESS_LOG).read_text().splitlines()
+    steps = [STEP_LINE.match(l) for l in lines]
+    assert [int(m[1]) for m in steps if m] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]   # the killed run's, then the resume's
+    losses = [float(m[2]) for m in steps if m]
+    assert losses == pytest.approx([*cut.losses, *rest.losses], rel=1e-3)
+    assert [float(m[3]) for m in steps if m] == [0, 1, 2, 3, 4, 3, 4, 5, 6, 7]
+    assert all(float(m[4]) == 0.05 and float(m[5]) >= 0 for m in steps if m)
+    assert [m[6] for m in steps if m][-1] == "0s"
+    others = [l[9:] for l, m in zip(lines, steps) if not m]
+    assert others == ["toy steps 1-8 of 8 on cpu", "toy checkpoint step_0000003.pt", others[2],
+                      "toy steps 4-8 of 8 on cpu, resumed from step 3", "toy checkpoint step_0000006.pt",
+                      "toy checkpoint step_0000008.pt", others[6]]
+    assert re.fullmatch(r"toy stopped after step 5/8 in \d+s", others[2])
+    assert re.fullmatch(r"toy finished step 8/8 in \d+s", others[6])
+
+
+def test_progress_lines_are_spaced_in_time_and_rank_0_alone_writes(tmp_path):
+    _progress_toy(tmp_path / "a", progress_secs=1e9)               # the first and the last step only
+    lines = (tmp_path / "a" / PROGRESS_LOG).read_text().splitlines()
+    assert [int(m[1]) for m in map(STEP_LINE.match, lines) if m] == [1, 8]
+    res = _progress_toy(tmp_path / "b", info=DistInfo(rank=1, world_size=2))
+    assert res.step == 8 and not (tmp_path / "b" / PROGRESS_LOG).exists()
+
+
+def test_progress_speed_and_eta_from_the_clock(tmp_path, monkeypatch):
+    import headbook.train.loop as loop
+    now = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+    log = ProgressLog(tmp_path / PROGRESS_LOG, total=1000, start=200, desc="sheap", every_s=10)
+    wrote = []
+    for step, t in ((201, 102.0), (205, 110.0), (210, 120.0), (211, 121.0), (1000, 1700.0)):
+        now[0] = t; wrote.append(log.step(step, {"l1": 0.5, "loss": 1.25}))
+    assert wrote == [True, False, True, False, True]    # the first, then 10 s apart, and the last
+    lines = [l[9:] for l in (tmp_path / PROGRESS_LOG).read_text().splitlines()]
+    assert lines[0] == "sheap step 201/1000  loss 1.25  l1 0.5  2 s/step  ETA 26m38s"        # 799 steps x 2 s
+    assert lines[1] == "sheap step 210/1000  loss 1.25  l1 0.5  2 s/step  ETA 26m20s"
+    assert lines[2] == "sheap step 1000/1000  loss 1.25  l1 0.5  2 s/step  ETA 0s"
+    assert log.elapsed() == "26m40s"
+
+
 def test_nonfinite_loss_stops_with_the_step(tmp_path):
     net = nn.Linear(2, 1); opt = torch.optim.SGD(net.parameters(), 0.1)
     def step_fn(step):
@@ -181,3 +243,6 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for p, q in zip(a["params"], b["params"]): torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
     assert abs(a["losses"][0] - b["losses"][0]) < 1e-5 and a["losses"][-1] < a["losses"][0]
     assert [r["step"] for r in read_metrics(two)] == [1, 2, 3]          # one metrics file, written by rank 0 only
+    log = (two / PROGRESS_LOG).read_text().splitlines()                 # one progress.log, by rank 0 only
+    assert "steps 1-3 of 3 on cpu x 2 processes" in log[0] and len(log) == 5, log    # steps 1 and 3 (10 s apart)
+    assert [re.search(r" train step (\d)/3 ", l)[1] for l in log[1:3]] == ["1", "3"] and "finished" in log[-1]

@@ -6,7 +6,7 @@ Docs: https://headbook.github.io/headbook/train.loop.html.md"""
 
 # %% ../../nbs/91_train.loop.ipynb #47e5f0cd
 from __future__ import annotations
-import datetime, json, math, os, random
+import datetime, json, math, os, random, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,11 +15,11 @@ import torch
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['new_run_dir', 'seed_everything', 'MetricsLog', 'read_metrics', 'rng_state', 'set_rng_state', 'unwrap',
+__all__ = ['PROGRESS_LOG', 'new_run_dir', 'seed_everything', 'MetricsLog', 'read_metrics', 'rng_state', 'set_rng_state', 'unwrap',
            'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'resume_changes',
            'ResumeSettingsError', 'check_resume_settings', 'DistInfo', 'setup_distributed', 'cleanup_distributed',
-           'barrier', 'wrap_model', 'all_reduce_mean', 'global_batch_indices', 'shard', 'TrainResult', 'train',
-           'check_resume_exact']
+           'barrier', 'wrap_model', 'all_reduce_mean', 'global_batch_indices', 'shard', 'ProgressLog', 'TrainResult',
+           'train', 'check_resume_exact']
 
 # %% ../../nbs/91_train.loop.ipynb #0ca8af28
 def new_run_dir(experiment: str, runs_dir: str | Path = "runs", stamp: str | None = None) -> Path:
@@ -232,6 +232,48 @@ def shard(indices: Tensor, info: DistInfo) -> Tensor:
     k = B // info.world_size
     return indices[info.rank * k:(info.rank + 1) * k]
 
+# %% ../../nbs/91_train.loop.ipynb #3c1f6a21
+PROGRESS_LOG = "progress.log"   # in the run folder; `headbook run` streams it to the terminal
+
+def _hms(seconds: float) -> str:
+    "A duration as people write it: 42s, 3m05s, 2h07m."
+    s = max(int(round(seconds)), 0)
+    if s < 60: return f"{s}s"
+    if s < 3600: return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+class ProgressLog:
+    """Plain-text progress for people, appended to `progress.log` and flushed line by line: where the run is, its
+    losses, its speed and its ETA. A no-op on ranks other than 0."""
+    def __init__(self, path: str | Path, total: int,  # total steps of the run
+                 start: int = 0,                     # the step the run starts (or resumes) from
+                 desc: str = "train",                # what trains: starts every line
+                 every_s: float = 10.0,              # a step line at least this many seconds apart (0: every step)
+                 enabled: bool = True):
+        self.path, self.total, self.start, self.desc, self.every_s = Path(path), int(total), int(start), desc, every_s
+        self.enabled, self.t0, self.last = enabled, time.perf_counter(), None
+        if enabled: self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, text: str) -> None:
+        "Append one line, stamped with the wall-clock time, and flush it to disk."
+        if not self.enabled: return
+        with open(self.path, "a") as f: f.write(f"{datetime.datetime.now():%H:%M:%S} {self.desc} {text}\n")
+
+    def step(self, step: int, values: dict, lr: float | None = None) -> bool:
+        """The line of completed step `step` (1-based) when one is due: the first and last steps, and then at least
+        `every_s` seconds apart. `values` are scalars, "loss" first. Returns whether a line was written."""
+        now = time.perf_counter()
+        due = self.last is None or step == self.total or now - self.last >= self.every_s
+        if not (self.enabled and due): return False
+        self.last, per = now, (now - self.t0) / max(step - self.start, 1)
+        terms = "  ".join(f"{k} {float(v):.4g}" for k, v in {"loss": values["loss"], **values}.items())
+        lr_txt = "" if lr is None else f"  lr {lr:.3g}"
+        eta = _hms(per * (self.total - step))
+        self.write(f"step {step}/{self.total}  {terms}{lr_txt}  {per:.3g} s/step  ETA {eta}")
+        return True
+
+    def elapsed(self) -> str: return _hms(time.perf_counter() - self.t0)
+
 # %% ../../nbs/91_train.loop.ipynb #b97d1956
 @dataclass
 class TrainResult:
@@ -241,6 +283,18 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # the (process-averaged) loss of each step run here
     resumed_from: int | None = None              # step of the checkpoint the run resumed from
     checkpoint: Path | None = None               # last checkpoint written
+
+def _resume(run_dir: Path, model, optimizer, scheduler, info: DistInfo, extra: dict | None,
+            allow_changes: bool) -> int | None:
+    "Load the latest checkpoint of `run_dir` (new settings applied when allowed); its step, or None without one."
+    ck = latest_checkpoint(run_dir)
+    if ck is None: return None
+    new = (extra or {}).get("config")
+    changed = check_resume_settings(run_dir, new, allow_changes) if new is not None else {}
+    hyper = _hyperparameters(optimizer, scheduler)
+    blob = load_checkpoint(ck, model, optimizer, scheduler, map_location=info.device)
+    if changed: _apply_hyperparameters(optimizer, scheduler, hyper)
+    return blob["step"]
 
 def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, other scalars...} for this process's shard
           model: nn.Module,                 # already wrapped by `wrap_model` when distributed
@@ -257,26 +311,25 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
           resume: bool = True,              # continue from the latest checkpoint in run_dir
           stop_after: int | None = None,    # stop (as if killed) after this step
           extra: dict | None = None,        # stored in every checkpoint (e.g. the config)
-          progress: bool = True,
+          progress: bool = True,            # tqdm bar (progress.log is written either way)
           desc: str = "train",
           allow_changes: bool = False,      # resume although extra["config"] differs from the checkpoint's; apply it
+          progress_secs: float = 10.0,      # progress.log: a step line at least this often (0: every step)
          ) -> TrainResult:
     "Optimise `model` for `steps` steps; log, checkpoint, sample; resume from the last checkpoint."
     from tqdm.auto import tqdm
     info = info or DistInfo()
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=info.is_main)
-    start, resumed = 0, None
-    ck = latest_checkpoint(run_dir) if resume else None
-    if ck is not None:
-        new = (extra or {}).get("config")
-        changed = check_resume_settings(run_dir, new, allow_changes) if new is not None else {}
-        hyper = _hyperparameters(optimizer, scheduler)
-        blob = load_checkpoint(ck, model, optimizer, scheduler, map_location=info.device)
-        if changed: _apply_hyperparameters(optimizer, scheduler, hyper)
-        start = resumed = blob["step"]
-        metrics.truncate_after(start)
-    res = TrainResult(run_dir=run_dir, step=start, resumed_from=resumed, checkpoint=ck)
+    resumed = _resume(run_dir, model, optimizer, scheduler, info, extra, allow_changes) if resume else None
+    start = 0 if resumed is None else resumed
+    if resumed is not None: metrics.truncate_after(start)
+    res = TrainResult(run_dir=run_dir, step=start, resumed_from=resumed,
+                      checkpoint=None if resumed is None else latest_checkpoint(run_dir))
+    plog = ProgressLog(run_dir / PROGRESS_LOG, steps, start, desc, progress_secs, enabled=info.is_main)
+    where = f"{info.device}" + (f" x {info.world_size} processes" if info.distributed else "")
+    todo = f"steps {start + 1}-{steps} of {steps}" if start < steps else f"already at step {start} of {steps}"
+    plog.write(f"{todo} on {where}" + ("" if resumed is None else f", resumed from step {start}"))
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not (progress and info.is_main), dynamic_ncols=True)
     for step in range(start, steps):
         model.train()
@@ -285,6 +338,7 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
         loss = out["loss"]
         if not torch.isfinite(loss).all():
             terms = {k: float(v.detach()) if isinstance(v, Tensor) else v for k, v in out.items()}
+            plog.write(f"stopped: step {step + 1}: loss is not finite; terms: {terms}")
             raise FloatingPointError(f"step {step + 1}: loss is not finite; terms: {terms}")
         loss.backward()
         if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -297,9 +351,12 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
         res.losses.append(vals["loss"]); res.step = s
         if s % log_every == 0 or s == steps:
             metrics.log(s, lr=optimizer.param_groups[0]["lr"], **vals)
+        plog.step(s, vals, lr=optimizer.param_groups[0]["lr"])
         if s % ckpt_every == 0 or s == steps:
-            if info.is_main: res.checkpoint = save_checkpoint(checkpoint_path(run_dir, s), step=s, model=model,
-                                                              optimizer=optimizer, scheduler=scheduler, extra=extra)
+            if info.is_main:
+                res.checkpoint = save_checkpoint(checkpoint_path(run_dir, s), step=s, model=model,
+                                                 optimizer=optimizer, scheduler=scheduler, extra=extra)
+                plog.write(f"checkpoint {res.checkpoint.name}")
             barrier(info)
         if sample_fn is not None and sample_every and (s % sample_every == 0 or s == steps) and info.is_main:
             st = rng_state()
@@ -308,6 +365,7 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
         bar.update(1); bar.set_postfix(loss=f"{vals['loss']:.4f}")
         if stop_after is not None and s >= stop_after: break
     bar.close()
+    plog.write(f"{'finished' if res.step == steps else 'stopped after'} step {res.step}/{steps} in {plog.elapsed()}")
     return res
 
 # %% ../../nbs/91_train.loop.ipynb #5e7a11c4
