@@ -14,7 +14,7 @@ env:
 # the main job on the built-in head: photometric fitting of a public-domain photo that matplotlib ships
 demo: env
 	@photo=$$($(BIN)/python -c "from matplotlib import cbook; print(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))"); \
-	$(BIN)/headbook reconstruct "$$photo" --model synthhead --out out/reconstruct
+	$(BIN)/headbook reconstruct "$$photo" --model synthhead --out out/reconstruct --overwrite
 	$(BIN)/headbook demo --out out/random_head
 	@echo "results: out/reconstruct/grace_hopper/ (mesh.obj, params.npz, overlay.png, viewer.html, fit.json) and out/random_head/"
 
