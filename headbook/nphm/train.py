@@ -309,7 +309,7 @@ def train_nphm(cfg: NPHMConfig,
         return stepper(b, idx.to(info.device), step)
     return train(step_fn, stepper, opt, cfg.steps, run_dir, scheduler=sched, info=info, log_every=cfg.log_every,
                  ckpt_every=cfg.ckpt_every, grad_clip=cfg.grad_clip or None, resume=resume, stop_after=stop_after,
-                 extra={"config": config_to_dict(cfg)}, progress=progress, desc=f"NPHM {cfg.stage}",
+                 extra={"config": config_to_dict(cfg)}, progress=progress, desc=f"{cfg.model.kind.upper()} {cfg.stage}",
                  allow_changes=allow_changes)
 
 # %% ../../nbs/51_nphm.train.ipynb #79eb0610
