@@ -1,5 +1,5 @@
 "Shared training infrastructure: configs, metrics, checkpoint/resume, deterministic batches, torchrun/DDP (gloo)."
-import dataclasses, json, os, re, socket, subprocess, sys, textwrap
+import dataclasses, json, re, textwrap
 from pathlib import Path
 import pytest
 import torch
@@ -7,7 +7,7 @@ from torch import nn
 from headbook.train.config import make_config, apply_overrides, parse_overrides, config_to_dict, config_from_dict
 from headbook.train.loop import (train, read_metrics, global_batch_indices, shard, DistInfo, save_checkpoint,
                                  load_checkpoint, latest_checkpoint, seed_everything, new_run_dir, MetricsLog,
-                                 check_resume_exact, ProgressLog, PROGRESS_LOG)
+                                 check_resume_exact, check_ddp_matches_single, ProgressLog, PROGRESS_LOG)
 
 
 @dataclasses.dataclass
@@ -224,21 +224,9 @@ DDP_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
 def test_two_gloo_processes_match_one_process(tmp_path):
     script = tmp_path / "ddp_toy.py"; script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"): env.pop(k, None)
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, str(script), str(one)], check=True, env=env, timeout=120)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                        f"--master_port={_free_port()}", str(script), str(two)], env=env, timeout=180,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = check_ddp_matches_single(script, tmp_path, timeout=180)
     a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")
     for p, q in zip(a["params"], b["params"]): torch.testing.assert_close(p, q, atol=1e-5, rtol=0)
     assert abs(a["losses"][0] - b["losses"][0]) < 1e-5 and a["losses"][-1] < a["losses"][0]

@@ -19,7 +19,7 @@ __all__ = ['PROGRESS_LOG', 'new_run_dir', 'seed_everything', 'MetricsLog', 'read
            'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'resume_changes',
            'ResumeSettingsError', 'check_resume_settings', 'DistInfo', 'setup_distributed', 'cleanup_distributed',
            'barrier', 'wrap_model', 'all_reduce_mean', 'global_batch_indices', 'shard', 'ProgressLog', 'TrainResult',
-           'train', 'check_resume_exact']
+           'train', 'check_resume_exact', 'check_ddp_matches_single']
 
 # %% ../../nbs/91_train.loop.ipynb #0ca8af28
 def new_run_dir(experiment: str, runs_dir: str | Path = "runs", stamp: str | None = None) -> Path:
@@ -398,3 +398,42 @@ def check_resume_exact(run: Callable,      # (run_dir: Path, stop_after: int | N
     for k, v in wa["model"].items():
         if not torch.equal(v, wb["model"][k]): raise AssertionError(f"final weights differ: {k}")
     return dict(full=full, cut=cut, rest=rest)
+
+# %% ../../nbs/91_train.loop.ipynb #0efb8c10
+def check_ddp_matches_single(script: str | Path,    # a trainer script: argv[1] = its run folder, then `args`
+                             root: str | Path,      # an empty folder: the runs go to root/one and root/two
+                             args: tuple = (),      # further command-line arguments of the script
+                             nproc: int = 2,        # processes under torchrun (gloo on CPU)
+                             atol: float = 1e-5,
+                             timeout: float = 240,
+                            ) -> tuple[Path, Path]:
+    """The torchrun check every trainer's test uses: the script run once as one process and once under
+    `torchrun --nproc_per_node=nproc` (one thread each, a free local port) ends with the same weights (the last
+    checkpoint's) and logs the same losses. Raises AssertionError saying what differs; returns the two run folders."""
+    import socket, subprocess, sys
+    root = Path(root); one, two = root / "one", root / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"): env.pop(k, None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    args = [str(a) for a in args]
+    r = subprocess.run([sys.executable, str(script), str(one), *args], env=env, timeout=timeout,
+                       capture_output=True, text=True)
+    if r.returncode != 0: raise AssertionError(f"the single-process run failed:\n{r.stderr[-3000:]}")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                        "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(two), *args],
+                       env=env, timeout=timeout, capture_output=True, text=True)
+    if r.returncode != 0: raise AssertionError(f"the torchrun run failed:\n{r.stderr[-3000:]}")
+    ca, cb = latest_checkpoint(one), latest_checkpoint(two)
+    if ca is None or cb is None: raise AssertionError("a run wrote no checkpoint")
+    if ca.name != cb.name: raise AssertionError(f"last checkpoints differ: {ca.name} vs {cb.name}")
+    a = torch.load(ca, map_location="cpu", weights_only=False)["model"]
+    b = torch.load(cb, map_location="cpu", weights_only=False)["model"]
+    if a.keys() != b.keys(): raise AssertionError(f"different parameters: {sorted(a.keys() ^ b.keys())}")
+    for k in a:
+        d = (a[k].double() - b[k].double()).abs().max().item() if a[k].numel() else 0.0
+        if d > atol: raise AssertionError(f"weights differ after torchrun: {k} by {d:.3g}")
+    la, lb = [x["loss"] for x in read_metrics(one)], [x["loss"] for x in read_metrics(two)]
+    if len(la) != len(lb) or any(abs(p - q) > atol for p, q in zip(la, lb)):
+        raise AssertionError(f"losses differ: {la} vs {lb}")
+    return one, two
