@@ -143,7 +143,7 @@ def test_readers_and_bad_input(tmp_path):
         read_pp(tmp_path / "bad.pp")
     write_pp(tmp_path / "ok.pp", lmks(1.0))
     assert np.allclose(read_pp(tmp_path / "ok.pp"), lmks(1.0))
-    with pytest.raises(ValueError, match=r"pred_lmks must have shape \(7, 3\)"):
+    with pytest.raises(ValueError, match=r"pred_lmks: NoW needs 7 landmarks of shape \(7, 3\)"):
         now_scan_to_mesh(np.zeros((10, 3)), lmks(1.0), np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((5, 3)))
     with pytest.raises(FileNotFoundError, match="image list"):
         evaluate_now(tmp_path, tmp_path, progress=False)
@@ -216,7 +216,7 @@ def test_nan_vertices_or_landmarks_are_refused_by_file_name(tmp_path):
         evaluate_now(root, pred, out_dir=False, progress=False)
     l = np.load(obj.with_suffix(".npy")); l[0, 0] = np.nan
     np.save(obj.with_suffix(".npy"), l)
-    with pytest.raises(ValueError, match=r"IMG_2.npy: the landmarks contain NaN"):
+    with pytest.raises(ValueError, match=r"IMG_2.npy contains NaN"):
         read_landmarks(obj.with_suffix(".npy"))
     with pytest.raises(ValueError, match="pred_lmks contains NaN"):
         now_scan_to_mesh(v, lmks(30.0), v, f, l)

@@ -99,11 +99,7 @@ def read_landmarks(path: str | Path) -> np.ndarray:  # [7, 3] float64
     if path.suffix == ".npy": l = np.load(path, allow_pickle=False)
     elif path.suffix == ".txt": l = np.loadtxt(path, ndmin=2)
     else: raise ValueError(f"landmarks must be .npy or .txt, got {path}")
-    l = np.asarray(l, dtype=np.float64)
-    if l.ndim == 3 and l.shape[0] == 1: l = l[0]
-    if l.shape != (7, 3): raise ValueError(f"{path}: NoW needs 7 landmarks of shape (7, 3), got {l.shape}")
-    if not np.isfinite(l).all(): raise ValueError(f"{path}: the landmarks contain NaN or infinite values")
-    return l
+    return _check_lmks(l, str(path))
 
 # %% ../../nbs/84_data.now.ipynb #a0c6ed1c
 def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:  # verts [V, 3] float64, faces [F, 3] int64

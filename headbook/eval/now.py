@@ -54,7 +54,7 @@ def crop_face(scan_verts: np.ndarray,  # [V, 3] scan vertices (mm)
 def _check_lmks(l, name):
     l = np.asarray(l, dtype=np.float64)
     if l.ndim == 3 and l.shape[0] == 1: l = l[0]
-    if l.shape != (7, 3): raise ValueError(f"{name} must have shape (7, 3) (the NoW landmarks), got {l.shape}")
+    if l.shape != (7, 3): raise ValueError(f"{name}: NoW needs 7 landmarks of shape (7, 3), got {l.shape}")
     if not np.isfinite(l).all(): raise ValueError(f"{name} contains NaN or infinite values")
     return l
 
