@@ -229,6 +229,8 @@ def test_image_size_not_matching_calibration(famos):
         with Image.open(p) as im: im.resize((40, 30)).save(p)
     fr = read_famos_frame(famos, "s0", "seq", "000000", image_resize_factor=2)
     assert fr.images.shape == (16, 3, 30, 40) and float(fr.rig.K[0, 0, 2]) == 20.0
+    half = read_famos_rig(famos, "s0", "seq").scaled(2)                             # Rig.scaled does the same
+    assert torch.allclose(fr.rig.K, half.K) and torch.equal(fr.rig.image_size, half.image_size)
 
 
 def test_bad_calibration_files(famos):
