@@ -269,3 +269,14 @@ def test_the_model_module_does_not_import_the_trainer():
             "assert not bad, bad; from headbook.sheap import load_sheap_model; "
             "assert load_sheap_model.__module__ == 'headbook.sheap.train'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("level,expected", [(1.2, 255), (-0.2, 0)])
+def test_background_outside_unit_range_is_clipped_not_wrapped(tmp_path, monkeypatch, level, expected):
+    "random_background's ramp can leave [0, 1]; with noise=0 the frames were cast to uint8 unclamped (1.2 -> 50)."
+    import headbook.data.scene as scene
+    monkeypatch.setattr(scene, "random_background", lambda g, S: torch.full((3, S, S), level))
+    write_synthetic_videos(tmp_path, 1, spec=SyntheticVideoSpec(n_frames=1, image_size=32), seed=1, progress=False)
+    f = VideoFrames(tmp_path).frame(0)
+    bg = f["image"][:, ~f["mask"][0].bool()]           # [3, pixels outside the head]
+    assert bg.numel() > 0 and torch.all((bg * 255).round() == expected)

@@ -70,8 +70,11 @@ def random_light_np(rng: np.random.Generator) -> np.ndarray:  # [9, 3] float64 S
                           ambient=float(rng.uniform(0.35, 0.55)))[0].numpy()
 
 # %% ../../nbs/83_data.scene.ipynb #d9d8c842
-def random_background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S] in [0, 1]
+def random_background(g: torch.Generator, S: int) -> Tensor:  # [3, S, S], about [-0.2, 1.2]
     "Two random colours blended along a ramp at a random angle."
+    # the ramp r spans up to [0.5 - 0.71, 0.5 + 0.71] (cos + sin reaches sqrt 2), so the colours extrapolate and values
+    # leave [0, 1] by up to ~0.2; kept as it is (SHeaP's training frames and their numbers depend on it): callers clamp the
+    # composited image (data.video, data.rig)
     c0, c1 = torch.rand(3, generator=g), torch.rand(3, generator=g)
     ramp = torch.linspace(0, 1, S)
     ang = torch.rand(1, generator=g) * 2 * math.pi

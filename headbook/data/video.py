@@ -134,7 +134,8 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
             img, mask = (F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
                          for x in (img, mask))
             uv = uv * (S / Rn)
-        if spec.noise > 0: img = (img + spec.noise * torch.randn(img.shape, generator=g)).clamp(0, 1)
+        if spec.noise > 0: img = img + spec.noise * torch.randn(img.shape, generator=g)
+        img = img.clamp(0, 1)          # the background ramp can leave [0, 1]; uint8 would wrap it round
         for b in range(B):
             k = sl.start + b
             _save_png(d / "frames" / f"{k:06d}.png", (img[b].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
