@@ -167,27 +167,8 @@ def _model_and_out(p: argparse.ArgumentParser):
     p.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
     p.add_argument("--out", default="out", help="output folder (default: out)")
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="headbook", description="3D head reconstruction: the headbook command line.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="write a random built-in head as OBJ, PNG and a k3d viewer",
-                       description="Sample a random head from the built-in model and write mesh.obj, render.png, "
-                                   "viewer.html.")
-    _model_and_out(d)
-    d.add_argument("--seed", type=int, default=0)
-    sub.add_parser("assets", help="list model files found and where to get missing ones",
-                   description="List the model files headbook can use, where it found them (sha256), "
-                               "and where to get missing ones.")
-    r = sub.add_parser("run", help="run an experiment notebook through papermill",
-                       description="Run nbs/experiments/NAME.ipynb through papermill; the executed notebook is kept "
-                                   "in runs/NAME/<timestamp>/ (or in the run_dir given, to resume it).")
-    r.add_argument("name", help="experiment notebook name without .ipynb")
-    r.add_argument("-p", "--param", nargs="+", action="append", metavar="KEY=VALUE", default=[],
-                   help="papermill parameter (repeatable): -p preset=small  or  -p preset small")
-    r.add_argument("--runs-dir", default="runs")
-    r.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress on the terminal (the training's progress lines and papermill's cell counter); "
-                        "the run folder's progress.log is written either way")
+def _add_eval_parsers(sub) -> None:
+    "`headbook eval now|now-baseline` and `headbook data now-synthetic`."
     e = sub.add_parser("eval", help="evaluations (NoW)", description="Evaluate predictions with the field's protocols.")
     esub = e.add_subparsers(dest="eval_cmd", required=True)
     n = esub.add_parser("now", help="the NoW benchmark protocol",
@@ -221,6 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     dn.add_argument("--images", type=int, default=2, help="images per challenge")
     dn.add_argument("--size", type=int, default=224)
     dn.add_argument("--seed", type=int, default=0)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="headbook", description="3D head reconstruction: the headbook command line.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="write a random built-in head as OBJ, PNG and a k3d viewer",
+                       description="Sample a random head from the built-in model and write mesh.obj, render.png, "
+                                   "viewer.html.")
+    _model_and_out(d)
+    d.add_argument("--seed", type=int, default=0)
+    sub.add_parser("assets", help="list model files found and where to get missing ones",
+                   description="List the model files headbook can use, where it found them (sha256), "
+                               "and where to get missing ones.")
+    r = sub.add_parser("run", help="run an experiment notebook through papermill",
+                       description="Run nbs/experiments/NAME.ipynb through papermill; the executed notebook is kept "
+                                   "in runs/NAME/<timestamp>/ (or in the run_dir given, to resume it).")
+    r.add_argument("name", help="experiment notebook name without .ipynb")
+    r.add_argument("-p", "--param", nargs="+", action="append", metavar="KEY=VALUE", default=[],
+                   help="papermill parameter (repeatable): -p preset=small  or  -p preset small")
+    r.add_argument("--runs-dir", default="runs")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on the terminal (the training's progress lines and papermill's cell counter); "
+                        "the run folder's progress.log is written either way")
+    _add_eval_parsers(sub)
     rc = sub.add_parser("reconstruct", help="fit the head model to photos (the main job)",
                         description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, "
                                     "overlay.png, viewer.html and fit.json into OUT/<photo name>/ for each photo.")
