@@ -81,3 +81,23 @@ def test_bad_inputs(synthhead):
     with pytest.raises(ValueError, match="points contains NaN"):
         signed_distance(torch.tensor([[float("nan"), 0, 0]]), hv, hf)
     with pytest.raises(ValueError, match=r"verts must have shape \[\*, 3\]"): MeshSDFSampler(hv[:, :2], hf)
+
+
+def test_pooled_sampler_draws_from_one_exact_store(synthhead):
+    hv, hf = synthhead
+    kw = dict(n_surface=40, n_near=30, n_far=20, seed=5)
+    a, b = MeshSDFSampler(hv, hf, pool=4, **kw), MeshSDFSampler(hv, hf, pool=4, **kw)
+    b.gen.manual_seed(99)                                  # another batch stream, the same store (it comes from seed)
+    s1, s2, t = a.sample(), a.sample(), b.sample()
+    near, near_sdf, far, far_sdf = a._store
+    assert near.shape == (120, 3) and far.shape == (80, 3) and torch.equal(near, b._store[0])
+    for s in (s1, s2):
+        assert s.near.shape == (30, 3) and s.far.shape == (20, 3) and s.surface.shape == (40, 3)
+        i = torch.cdist(s.near, near).argmin(1)           # every near point (and its distance) is one of the store's
+        assert torch.equal(s.near, near[i]) and torch.equal(s.near_sdf, near_sdf[i])
+    assert not torch.equal(s1.near, s2.near) and not torch.equal(s1.surface, s2.surface)
+    exact = signed_distance(s1.far, hv, hf).sdf
+    assert torch.allclose(s1.far_sdf, exact, atol=1e-6)
+    fresh = MeshSDFSampler(hv, hf, **kw)                   # pool=0: nothing stored
+    fresh.sample(); assert fresh._store is None
+    with pytest.raises(ValueError, match="pool must be >= 0"): MeshSDFSampler(hv, hf, pool=-1)

@@ -98,8 +98,11 @@ class MeshSDFSampler:
                  sigmas: tuple = (0.01, 0.0025),  # standard deviations of the near-surface displacements
                  padding: float = 0.05,           # the far-field box: the bounding box grown by this much
                  seed: int = 0,
+                 pool: int = 0,   # > 0: near/far points drawn from a store of pool × (n_near, n_far) computed once
                 ):
         check_tensor(verts, "verts", (None, 3), floating=True, finite=True); check_tensor(faces, "faces", (None, 3))
+        if pool < 0: raise ValueError(f"pool must be >= 0 (0: fresh points every batch), got {pool}")
+        self.pool, self._store, self.seed = int(pool), None, seed
         self.verts, self.faces = verts.detach().float().cpu(), faces.long().cpu()
         self.n_surface, self.n_near, self.n_far, self.sigmas = n_surface, n_near, n_far, tuple(sigmas)
         self.lo = self.verts.min(0).values - padding; self.hi = self.verts.max(0).values + padding
@@ -110,17 +113,29 @@ class MeshSDFSampler:
     def _sdf(self, p: Tensor) -> Tensor:
         return signed_distance(p, self.verts, self.faces, index=self.index).sdf
 
+    def _points(self, n_surface: int, n_near: int, n_far: int, g: torch.Generator) -> tuple:  # surf, normals, near, far
+        pts, fid, _ = sample_points(self.verts, self.faces, n_surface + n_near, generator=g)
+        pts = pts[0]
+        sig = torch.tensor(self.sigmas)[torch.arange(n_near) % len(self.sigmas)]
+        near = pts[n_surface:] + sig[:, None] * torch.randn(n_near, 3, generator=g)
+        far = self.lo + (self.hi - self.lo) * torch.rand(n_far, 3, generator=g)
+        return pts[:n_surface], self.fn[fid[:n_surface]], near, far
+
     def sample(self) -> SDFSamples:
         "One batch."
         g = self.gen
-        pts, fid, _ = sample_points(self.verts, self.faces, self.n_surface + self.n_near, generator=g)
-        pts = pts[0]
-        surf, nrm = pts[:self.n_surface], self.fn[fid[:self.n_surface]]
-        sig = torch.tensor(self.sigmas)[torch.arange(self.n_near) % len(self.sigmas)]
-        near = pts[self.n_surface:] + sig[:, None] * torch.randn(self.n_near, 3, generator=g)
-        far = self.lo + (self.hi - self.lo) * torch.rand(self.n_far, 3, generator=g)
-        return SDFSamples(surface=surf, normals=nrm, near=near, near_sdf=self._sdf(near),
-                          far=far, far_sdf=self._sdf(far))
+        if not self.pool:
+            surf, nrm, near, far = self._points(self.n_surface, self.n_near, self.n_far, g)
+            return SDFSamples(surface=surf, normals=nrm, near=near, near_sdf=self._sdf(near),
+                              far=far, far_sdf=self._sdf(far))
+        if self._store is None:                  # once, from `seed` (so a resumed run rebuilds the same store)
+            _, _, near, far = self._points(0, self.pool * self.n_near, self.pool * self.n_far,
+                                           torch.Generator().manual_seed(self.seed))
+            self._store = (near, self._sdf(near), far, self._sdf(far))
+        surf, nrm, _, _ = self._points(self.n_surface, 0, 0, g)
+        near, near_sdf, far, far_sdf = self._store
+        i = torch.randint(len(near), (self.n_near,), generator=g); j = torch.randint(len(far), (self.n_far,), generator=g)
+        return SDFSamples(surface=surf, normals=nrm, near=near[i], near_sdf=near_sdf[i], far=far[j], far_sdf=far_sdf[j])
 
     def __iter__(self) -> Iterator[SDFSamples]:
         while True: yield self.sample()

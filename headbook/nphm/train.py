@@ -40,6 +40,7 @@ class NPHMDataConfig:
     sigma_near: float = 0.01      # NPHM units
     padding: float = 0.1          # NPHM units around the head's bounding box
     n_corresp: int = 1000         # correspondences per (identity, expression) and step (stage 2)
+    sample_pool: int = 0          # > 0: near/far samples drawn from a per-head store of this many steps worth
     seed: int = 0
 
 @dataclass
@@ -100,9 +101,9 @@ def _presets() -> dict:
                        loss=NPHMLossWeights(near_sdf=1.0), steps=6, batch_size=2, log_every=1, ckpt_every=3)
     small = NPHMConfig(model=NPHMModelConfig(**_SMALL),
                        data=NPHMDataConfig(n_identities=48, n_expressions=8, n_surface=500, n_near=250, n_far=125,
-                                           n_corresp=500),
-                       loss=NPHMLossWeights(near_sdf=1.0), steps=1000, batch_size=4, lr_decay_every=400,
-                       ckpt_every=250)
+                                           n_corresp=500, sample_pool=16),
+                       loss=NPHMLossWeights(near_sdf=1.0), steps=3000, batch_size=4, lr_decay_every=1200,
+                       ckpt_every=750)
     paper = NPHMConfig()
     out = {"smoke": smoke, "small": small, "paper": paper}
     for k in list(out):
@@ -167,7 +168,8 @@ class NPHMData:
             c = self.cfg
             self._samplers[key] = MeshSDFSampler(self.mesh(i, 0, split), self.faces, n_surface=c.n_surface,
                                                  n_near=c.n_near, n_far=c.n_far, sigmas=(c.sigma_near,),
-                                                 padding=c.padding)
+                                                 padding=c.padding, pool=c.sample_pool,
+                                                 seed=int(_gen(c.seed, 40 + self._split(split), i).initial_seed()))
         return self._samplers[key]
 
     def identity_batch(self, ids: Tensor, step: int, split: str = "train") -> dict:
