@@ -231,3 +231,47 @@ def test_tempeh_under_torchrun_two_gloo_processes_matches_one(tmp_path):
             if k in ra: assert abs(ra[k] - rb[k]) <= 1e-6 * abs(ra[k]) + 1e-6, (k, ra[k], rb[k])
     wa, wb = (torch.load(latest_checkpoint(d), weights_only=False)["model"] for d in (one, two))
     assert max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa if wa[k].numel()) < 2e-4
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tempeh_run")
+    train_tempeh(tempeh_config("smoke", {"steps": 1, "pretrain_steps": 1}), root / "coarse", progress=False)
+    train_tempeh(tempeh_config("smoke", {"stage": "refine", "coarse_run": str(root / "coarse"), "steps": 1,
+                                         "data.n_scan": 300}), root / "refine", progress=False)
+    return root / "refine"
+
+
+def test_the_tempeh_command_writes_meshes_and_refuses_bad_rigs(tmp_path, frames, trained_run, capsys):
+    import json
+    from headbook.cli import main
+    from headbook.data.rig import write_plain_rig, write_famos, FamosLayout
+    from headbook.geometry.mesh import load_mesh
+    write_plain_rig(tmp_path / "rig", frames)
+    assert main(["tempeh", str(tmp_path / "rig"), "--model", str(trained_run), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "tempeh.json").read_text())
+    assert len(summary["frames"]) == 2 and all(r["refined"] and r["total_s"] > 0 for r in summary["frames"])
+    v, f = load_mesh(summary["frames"][0]["mesh"])
+    assert v.shape == (5632, 3) and f.shape == (11252, 3)
+    assert main(["tempeh", str(tmp_path / "rig"), "--model", str(trained_run), "--out", str(tmp_path / "out")]) == 2
+    assert "already holds results" in capsys.readouterr().err
+
+    def bad(edit, match, name):
+        d = tmp_path / name
+        write_plain_rig(d, frames[:1])
+        j = json.loads((d / "rig.json").read_text()); edit(j); (d / "rig.json").write_text(json.dumps(j))
+        assert main(["tempeh", str(d), "--model", str(trained_run), "--out", str(tmp_path / f"o_{name}")]) == 2
+        err = capsys.readouterr().err
+        assert match in err, err
+    def one_view(j):
+        for k in ("names", "K", "dist", "R", "t", "image_size"): j[k] = j[k][:1]
+    bad(one_view, "at least two views", "one")
+    bad(lambda j: j["K"][2][0].__setitem__(0, float("nan")), "calibration of view '01_A': K is not finite", "nan")
+    bad(lambda j: j.__setitem__("image_size", [[60, 80]] * 4), "is for 80x60 images, but its image", "size")
+    # a FaMoS folder with a view's image missing
+    lay = FamosLayout.under(tmp_path / "famos")
+    write_famos(lay, frames[:1], tmp_path / "famos" / "test.json")
+    fr = frames[0]
+    lay.image_path(*fr.key, fr.rig.names[2]).unlink()
+    assert main(["tempeh", str(tmp_path / "famos"), "--model", str(trained_run), "--out", str(tmp_path / "o_f")]) == 2
+    assert f"has no image for view '{fr.rig.names[2]}'" in capsys.readouterr().err
