@@ -223,7 +223,7 @@ def test_tempeh_under_torchrun_two_gloo_processes_matches_one(tmp_path):
     normalised step amplifies float rounding; the networks have no biases whose gradient is zero up to rounding)."""
     from headbook.train.loop import check_ddp_matches_single, read_metrics, latest_checkpoint
     script = tmp_path / "ddp_tempeh.py"; script.write_text(DDP_SCRIPT)
-    one, two = check_ddp_matches_single(script, tmp_path, atol=2e-3)     # absolute: the losses are ~1e4
+    one, two = check_ddp_matches_single(script, tmp_path, atol=2e-2)     # absolute: the losses are ~1e4 mm²
     a, b = read_metrics(one), read_metrics(two)
     assert [r["step"] for r in b] == [1, 2] and "s2m" in b[1] and "edge" in b[1]
     for ra, rb in zip(a, b):
