@@ -203,6 +203,23 @@ def _add_eval_parsers(sub) -> None:
     dn.add_argument("--size", type=int, default=224)
     dn.add_argument("--seed", type=int, default=0)
 
+def _add_tempeh_parser(sub) -> None:
+    "`headbook tempeh`: a trained TEMPEH on the frames of a calibrated rig folder."
+    t = sub.add_parser("tempeh", help="multi-view images of a calibrated rig -> head meshes (a trained TEMPEH)",
+                       description="Run a trained TEMPEH (train_tempeh) on every frame of RIG_DIR, a plain rig folder "
+                                   "(rig.json, frames.json, frames/) or a FaMoS folder (images/, calibrations/, a data "
+                                   "list); writes OUT/<subject>/<sequence>/<frame>/ with mesh.obj, coarse.obj, "
+                                   "viewer.html and timing.json, and OUT/tempeh.json.")
+    t.add_argument("rig_dir")
+    t.add_argument("--model", required=True, help="a TEMPEH run folder or checkpoint (train_tempeh)")
+    t.add_argument("--out", default="out/tempeh")
+    t.add_argument("--data-list", help="FaMoS folders: the data list of frames (default: the one *.json in RIG_DIR)")
+    t.add_argument("--image-resize-factor", type=int, default=1,
+                   help="FaMoS folders: the images are stored at 1/this of the calibration size")
+    t.add_argument("--coarse-only", action="store_true", help="skip the refinement")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--overwrite", action="store_true", help="replace result folders that already exist in OUT")
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="headbook", description="3D head reconstruction: the headbook command line.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -225,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress on the terminal (the training's progress lines and papermill's cell counter); "
                         "the run folder's progress.log is written either way")
     _add_eval_parsers(sub)
+    _add_tempeh_parser(sub)
     rc = sub.add_parser("reconstruct", help="fit the head model to photos (the main job)",
                         description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, "
                                     "overlay.png, viewer.html and fit.json into OUT/<photo name>/ for each photo.")
@@ -321,6 +339,12 @@ def main(argv=None) -> int:
                 m = r.get("metrics_mm")
                 print(f"{r['input']}: {Path(a.out) / Path(r['input']).stem}" + (
                     f"  (CD-L1 {m['head']['chamfer_l1']:.2f} mm to the reference)" if m else ""))
+        elif a.cmd == "tempeh":
+            from headbook.tempeh.train import tempeh_files
+            for r in tempeh_files(a.rig_dir, a.model, a.out, refine=not a.coarse_only, data_list=a.data_list,
+                                  image_resize_factor=a.image_resize_factor, overwrite=a.overwrite, device=a.device):
+                err = f", {r['v2v_mean_mm']:.2f} mm v2v" if "v2v_mean_mm" in r else ""
+                print(f"{r['frame']}: {r['mesh']}  ({r['views']} views, {r['total_s']:.2f} s{err})")
         elif a.cmd == "landmarks":
             rows = landmarks(a.photos, a.out)
             for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))

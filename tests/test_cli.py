@@ -100,7 +100,8 @@ def test_synthetic_now_and_baseline_cli(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,params", [("eval_now", {}), ("train_sheap", {"preset": "smoke"}),
                                          ("train_nphm_identity", {"preset": "smoke", "heldout": 1,
-                                                                  "fit_preset": "smoke"})])
+                                                                  "fit_preset": "smoke"}),
+                                         ("train_tempeh", {"preset": "smoke"})])
 def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypatch, capsys, name, params):
     "`headbook run NAME -p key=value` keeps the executed notebook and the run's files in one runs/NAME/<timestamp>/."
     import json
@@ -113,7 +114,7 @@ def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypat
     assert out.strip().endswith(f"run written to {run_dir}")                           # printed truthfully
     if name != "eval_now":         # the training's progress.log, kept in the run folder, was shown on stderr
         log = (run_dir / "progress.log").read_text().splitlines()
-        desc = "SHeaP" if name == "train_sheap" else "NPHM identity"
+        desc = {"train_sheap": "SHeaP", "train_nphm_identity": "NPHM identity", "train_tempeh": "TEMPEH coarse"}[name]
         assert any(re.search(rf" {desc} step \d+/\d+  loss \S+ .* s/step  ETA \S+$", l) for l in log), log
         assert log and all(l in err.splitlines() for l in log) and "Executing" in err   # papermill's counter too
     assert not (run_dir / "runs").exists()
@@ -145,6 +146,10 @@ def test_headbook_run_executes_experiments_through_papermill(tmp_path, monkeypat
         assert (run_dir / "checkpoints").is_dir() and (run_dir / "loss_curve.png").exists()
         held = json.loads((run_dir / "heldout.json").read_text())
         assert {r["row"] for r in held["rows"]} == {"fit", "mean code"} and held["summary"]["fit"]["head_chamfer_l1"] > 0
+    if name == "train_tempeh":                     # the coarse stage in the run folder, the refinement in refine/
+        assert (run_dir / "checkpoints").is_dir() and (run_dir / "refine" / "checkpoints").is_dir()
+        held = json.loads((run_dir / "heldout.json").read_text())
+        assert held["test"]["frames"] == 1 and held["test"]["refined_s2m_median_mm"] > 0
 
 
 def test_headbook_run_refuses_unknown_parameters_and_presets(tmp_path, monkeypatch, capsys):
