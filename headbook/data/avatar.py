@@ -14,7 +14,7 @@ from .video import (SyntheticVideoSpec, write_synthetic_video, synthetic_camera,
                                  _load_rgb, _load_mask, _resize)
 
 # %% auto #0
-__all__ = ['TalkingHeadSpec', 'talking_head_params', 'write_talking_head', 'AvatarVideo', 'read_avatar_video']
+__all__ = ['TalkingHeadSpec', 'talking_head_params', 'write_talking_head', 'AvatarVideo', 'read_params', 'read_avatar_video']
 
 # %% ../../nbs/15a_data.avatar.ipynb #a331d773
 @dataclass
@@ -113,7 +113,7 @@ class AvatarVideo:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return {k: (v.expand(len(idx), -1) if k == "shape" else v[idx]) for k, v in self.params.items()}
 
-def _check_params(z: dict, T: int, d: Path) -> dict[str, Tensor]:
+def _check_params(z: dict, T: int | None, d: Path) -> dict[str, Tensor]:
     if "shape" not in z: raise ValueError(f"{d}/params.npz has no 'shape' (the identity, [1, S])")
     out = {"shape": torch.as_tensor(np.asarray(z["shape"], np.float32)).reshape(1, -1)}
     for k in _PER_FRAME:
@@ -125,6 +125,7 @@ def _check_params(z: dict, T: int, d: Path) -> dict[str, Tensor]:
     if len(set(rows.values())) != 1:
         raise ValueError(f"{d}/params.npz: per-frame arrays disagree on the number of frames: {rows}")
     n = rows["expression"]
+    if T is None: T = n
     if n < T: raise ValueError(f"{d}: frame {n:06d} (and {T - n - 1} after it) has no parameters: params.npz has "
                                f"{n} rows for {T} frames")
     if n > T: raise ValueError(f"{d}: params.npz has {n} rows but there are only {T} frames (frames missing?)")
@@ -134,6 +135,12 @@ def _check_params(z: dict, T: int, d: Path) -> dict[str, Tensor]:
             f = int(bad.nonzero()[0, 0])
             raise ValueError(f"{d}/params.npz: {k} is NaN or infinite" + ("" if k == "shape" else f" at frame {f:06d}"))
     return out
+
+def read_params(path: str | Path) -> dict[str, Tensor]:
+    "Per-frame parameters from a params.npz-style file (an animation to drive an avatar), checked."
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"no parameter file {p} (params.npz layout: see data.avatar)")
+    with np.load(p) as z: return _check_params(dict(z), None, p.parent)
 
 def read_avatar_video(video_dir: str | Path, image_size: int | None = None) -> AvatarVideo:
     "Load one split (frames, masks, params.npz, camera.json, meshes/ when present), resized to `image_size`."
