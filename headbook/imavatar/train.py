@@ -82,8 +82,8 @@ def _presets() -> dict:
     small = IMavatarConfig(model=IMavatarModelConfig(**_SMALL_MODEL),
                            render=RenderConfig(n_samples=32, n_secant=6),
                            data=IMavatarDataConfig(n_train=32, n_test=8, render_size=128, image_size=64),
-                           loss=IMavatarLossWeights(alpha_milestones=(10, 20, 30)),
-                           epochs=40, n_rays=256, lr=5e-4, lr_milestones=(24, 34), deformer_pretrain=300,
+                           loss=IMavatarLossWeights(alpha_milestones=(15, 30, 45)),
+                           epochs=60, n_rays=256, lr=5e-4, lr_milestones=(24, 48), deformer_pretrain=300,
                            log_every=10, ckpt_every=160)
     return {"smoke": smoke, "small": small, "paper": IMavatarConfig()}
 
