@@ -80,10 +80,10 @@ def _presets() -> dict:
                            epochs=2, n_rays=48, lr=1e-3, lr_milestones=(1,), deformer_pretrain=5,
                            log_every=1, ckpt_every=4)
     small = IMavatarConfig(model=IMavatarModelConfig(**_SMALL_MODEL),
-                           render=RenderConfig(n_samples=32, n_secant=6),
+                           render=RenderConfig(n_samples=16, n_secant=6),
                            data=IMavatarDataConfig(n_train=32, n_test=8, render_size=128, image_size=64),
-                           loss=IMavatarLossWeights(alpha_milestones=(15, 30, 45)),
-                           epochs=60, n_rays=256, lr=5e-4, lr_milestones=(24, 48), deformer_pretrain=300,
+                           loss=IMavatarLossWeights(alpha_milestones=(12, 25, 38)),
+                           epochs=50, n_rays=256, lr=5e-4, lr_milestones=(20, 40), deformer_pretrain=300,
                            log_every=10, ckpt_every=160)
     return {"smoke": smoke, "small": small, "paper": IMavatarConfig()}
 
