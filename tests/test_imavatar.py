@@ -118,7 +118,7 @@ def test_untrained_avatar_renders_the_analytic_sphere(head, yaw):
     from headbook.data.video import synthetic_camera
     from headbook.geometry.cameras import look_at, intrinsics
     av = IMavatar(head, IMavatarModelConfig(**TINY_MODEL))
-    S, dist = 40, 1.6
+    S, dist = 32, 1.6
     eye = torch.tensor([[dist * math.sin(yaw), 0.0, dist * math.cos(yaw)]])
     R, t = look_at(eye, torch.zeros(1, 3)); K = intrinsics(4.0 * S, (S, S))
     img = render_avatar(av, canonical_params(head), K[0], R[0], t[0], S)
