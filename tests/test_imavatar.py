@@ -168,6 +168,13 @@ def test_one_training_step_lowers_the_loss(smoke_data):
     assert float(l1["loss"]) < float(l0["loss"]), (float(l0["loss"]), float(l1["loss"]))
 
 
+def test_alpha_annealing_follows_the_milestones():
+    from headbook.imavatar.train import alpha_at, IMavatarLossWeights
+    w = IMavatarLossWeights(alpha=50.0, alpha_factor=2.0, alpha_milestones=(2, 4))
+    assert [alpha_at(w, e) for e in (0, 1.9, 2, 3.5, 4, 10)] == [50, 50, 100, 100, 200, 200]
+    assert alpha_at(IMavatarLossWeights(), 999) == 50.0          # the seed's supervised config: no milestones
+
+
 def test_a_killed_imavatar_run_resumes_exactly(tmp_path, smoke_data):
     from headbook.train.loop import check_resume_exact
     cfg = imavatar_config("smoke", {"data.root": str(smoke_data), "ckpt_every": 2, "epochs": 1})
@@ -179,7 +186,7 @@ def test_load_and_bad_checkpoints(tmp_path, smoke_data):
     cfg = imavatar_config("smoke", {"data.root": str(smoke_data), "epochs": 1})
     train_imavatar(cfg, tmp_path / "run", progress=False)
     tr = load_imavatar(tmp_path / "run")
-    assert not tr.avatar.training and tr.data_root == smoke_data
+    assert not tr.avatar.training and tr.data_root == smoke_data.resolve()
     with pytest.raises(FileNotFoundError, match="no IMavatar checkpoint"): load_imavatar(tmp_path / "nothing")
     bad = tmp_path / "bad.pt"; torch.save({"step": 1, "model": {"w": torch.zeros(1)}, "extra": {}}, bad)
     with pytest.raises(ValueError, match="not an IMavatar checkpoint"): load_imavatar(bad)

@@ -234,7 +234,7 @@ def train_imavatar(cfg: IMavatarConfig,
         return stepper(idx, step)
     return train(step_fn, stepper, opt, steps, run_dir, scheduler=sched, info=info, log_every=cfg.log_every,
                  ckpt_every=cfg.ckpt_every, grad_clip=cfg.grad_clip or None, resume=resume, stop_after=stop_after,
-                 extra={"config": config_to_dict(cfg), "data_root": str(root)}, progress=progress, desc="IMavatar",
+                 extra={"config": config_to_dict(cfg), "data_root": str(Path(root).resolve())}, progress=progress, desc="IMavatar",
                  allow_changes=allow_changes)
 
 # %% ../../nbs/72_imavatar.train.ipynb #d4db2344
