@@ -31,8 +31,9 @@ def bench(preset: str, root: Path):
     x = (0.8 * torch.rand(4096, 3, generator=g) - 0.4).to(dev)
     with torch.no_grad(): t_c = best_seconds(lambda: correspondences(av, x, rig), n=3)
     print(f"imavatar_{preset}_correspondences: {len(x) / t_c:.3g} queries/s")
-    t_r = best_seconds(lambda: render_avatar(av, video.frame_params([0]), video.K * 4, video.R, video.t, 256,
-                                             cfg.render), n=1, warmup=False)
+    K = video.K.clone(); K[:2] *= 256 / video.image_size                  # the same camera at 256²
+    t_r = best_seconds(lambda: render_avatar(av, video.frame_params([0]), K, video.R, video.t, 256, cfg.render),
+                       n=1, warmup=False)
     print(f"imavatar_{preset}_render_256: {t_r:.3g} s/frame")
     step = IMavatarStep(av, AvatarRays(video), cfg).to(dev)
     opt = torch.optim.Adam(av.parameters(), lr=cfg.lr)
