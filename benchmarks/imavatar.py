@@ -5,8 +5,8 @@ Run: OMP_NUM_THREADS=1 python benchmarks/imavatar.py
 Prints one `name: value unit` line per figure; each time is the best of a few repeats (the machine is shared).
 
 Scene: a synthhead talking-head video (8 training frames at 64², written to a temporary folder); the avatar is
-untrained apart from a short deformer pretraining (the sphere of the geometric initialisation: about 1/8 of the
-256² frame is covered, as a trained head's silhouette would be about 2/3 of it — rendering time grows with it).
+untrained apart from a short deformer pretraining, so it renders the sphere of the geometric initialisation;
+rendering time grows with the area the surface covers, so a trained head's frame takes longer.
 """
 import tempfile
 from pathlib import Path
