@@ -90,13 +90,27 @@ def _albedo(model, g: torch.Generator, spec: SyntheticVideoSpec) -> Tensor:  # [
     tone = torch.tensor([0.80, 0.60, 0.50]) * (0.6 + 0.5 * torch.rand(1, generator=g))
     return (tone + 0.03 * torch.randn(1, 3, generator=g)).clamp(0.02, 1.0).expand(V, 3).clone()
 
+def _spec_for(params: dict, spec: SyntheticVideoSpec) -> SyntheticVideoSpec:
+    "The spec with n_frames from given trajectories, checked: [1, S] shape, [T, D] per-frame entries, finite."
+    import dataclasses
+    if "expression" not in params: raise ValueError("params needs at least `expression` [T, E] (sample_video_params keys)")
+    T = params["expression"].shape[0]
+    for k, v in params.items():
+        if not isinstance(v, Tensor) or v.dim() != 2: raise ValueError(f"params[{k!r}] must be a 2-D tensor")
+        want, why = (1, "one identity") if k == "shape" else (T, "one per frame, as expression")
+        if v.shape[0] != want: raise ValueError(f"params[{k!r}] has {v.shape[0]} rows; expected {want} ({why})")
+        if not torch.isfinite(v).all(): raise ValueError(f"params[{k!r}] contains NaN or inf")
+    return dataclasses.replace(spec, n_frames=T)
+
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
     Image.fromarray(arr).save(path)
 
 # %% ../../nbs/15_data.video.ipynb #832f429a
 def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVideoSpec | None = None,
-                          seed: int = 0, batch: int = 8) -> Path:
+                          seed: int = 0, batch: int = 8,
+                          params: dict[str, Tensor] | None = None,  # given trajectories (`sample_video_params` keys)
+                         ) -> Path:
     "Render one synthetic video of `model` (a FLAME layer) into `root/name/` in the frame-folder layout."
     from headbook.render.mesh import render_mesh
     from headbook.landmarks.crop import crop_boxes, crop_tensor
@@ -105,9 +119,11 @@ def write_synthetic_video(root: str | Path, name: str, model, spec: SyntheticVid
     g = torch.Generator().manual_seed(seed)
     d = Path(root) / name
     for sub in ("frames", "masks", "landmarks"): (d / sub).mkdir(parents=True, exist_ok=True)
+    if params is not None: spec = _spec_for(params, spec)
     S, T = spec.image_size, spec.n_frames
     Rn = spec.render_size or (2 * S if spec.crop_face > 0 else S)          # side of the render
-    p = sample_video_params(model, spec, g)
+    p = sample_video_params(model, spec, g)                  # drawn either way: albedo and light stay the same
+    if params is not None: p = {k: v.detach().float().cpu() for k, v in params.items()}
     albedo = _albedo(model, g, spec)
     sh = random_light(g, 1, 0.8, (0.5, 0.4), (0.35, 0.3), tint=0.1)     # a tinted lamp from the camera's side
     bg = random_background(g, Rn)
