@@ -101,9 +101,9 @@ def _presets() -> dict:
                        loss=NPHMLossWeights(near_sdf=1.0), steps=6, batch_size=2, log_every=1, ckpt_every=3)
     small = NPHMConfig(model=NPHMModelConfig(**_SMALL),
                        data=NPHMDataConfig(n_identities=48, n_expressions=8, n_surface=500, n_near=250, n_far=125,
-                                           n_corresp=500),
-                       loss=NPHMLossWeights(near_sdf=1.0), steps=1000, batch_size=4, lr_decay_every=400,
-                       ckpt_every=250)
+                                           n_corresp=500, sample_pool=16),
+                       loss=NPHMLossWeights(near_sdf=1.0), steps=3000, batch_size=4, lr_decay_every=1200,
+                       ckpt_every=750)
     paper = NPHMConfig()
     out = {"smoke": smoke, "small": small, "paper": paper}
     for k in list(out):
