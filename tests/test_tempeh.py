@@ -7,8 +7,10 @@ from headbook.geometry.volumes import voxel_centres, grid_offsets, sample_view_f
 from headbook.geometry.mesh import vertex_normals
 from headbook.geometry.rotations import axis_angle_to_matrix
 from headbook.render.mesh import render_mesh
+from headbook.geometry.volumes import gaussian_log_prior
 from headbook.tempeh.model import (TempehModelConfig, build_tempeh, SpatialTransformer3d, transform_grid,
-                                   sample_views)
+                                   sample_views, place_template)
+from headbook.tempeh.train import random_rotations
 from headbook.tempeh.train import tempeh_config, train_tempeh, TempehData, TempehStep, _SMOKE_MODEL
 
 
@@ -127,6 +129,60 @@ def test_the_spatial_transformer_learns_to_find_the_head():
     with torch.no_grad(): err = (centre(vols[15:]) - cs[15:]).norm(dim=-1).mean()
     base = (cs[15:] - cs[:15].mean(0)).norm(dim=-1).mean()
     assert err < 0.5 * base, (err, base)
+
+
+def test_the_locating_transformer_finds_the_head_from_few_steps():
+    "The translation as a soft-argmax over the grid (st_locate): 30 steps on 15 frames find held-out heads."
+    frs = synthetic_frames(("synthhead",), n_subjects=10, n_frames=2, n_views=4, image_size=(48, 64), n_scan=100)
+    D, sp = 16, 0.04
+    off, o, half = grid_offsets(D, sp), torch.zeros(3), (D - 1) / 2 * sp
+    vols, cs = [], []
+    for fr in frs:
+        f, ok = sample_views(fr.params["mask"][None].float(), [fr.rig], off.reshape(1, -1, 3))
+        vols.append(fuse_views(f, ok)[0].T.reshape(2, D, D, D))
+        cs.append((fr.vertices.min(0).values + fr.vertices.max(0).values) / 2)
+    vols, cs = torch.stack(vols), torch.stack(cs)
+    torch.manual_seed(0)
+    st = SpatialTransformer3d(2, D, hidden=8, levels=2, norm="gn", locate=True)
+    T0, _ = st(vols[:2])
+    assert T0[:, :, 3].abs().max() < 5e-3                        # starts (nearly) centred, as the regression does
+    opt = torch.optim.Adam(st.parameters(), 1e-3)
+    centre = lambda v: transform_grid(off, st(v)[0], o, half).mean((1, 2, 3))
+    for _ in range(30):
+        loss = (centre(vols[:15]) - cs[:15]).square().sum(-1).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad(): err = (centre(vols[15:]) - cs[15:]).norm(dim=-1).mean()
+    base = (cs[15:] - cs[:15].mean(0)).norm(dim=-1).mean()
+    assert err < 0.5 * base, (err, base)
+
+
+def test_the_anchored_coarse_stage_starts_at_the_template_whatever_the_grid_rotation(frames):
+    "template_prior: the untrained stage outputs the template at the centre, not turned by the random grid rotation."
+    torch.manual_seed(0)
+    m = build_tempeh(TempehModelConfig(**_SMOKE_MODEL)).eval()
+    assert m.cfg.template_prior > 0 and m.cfg.st_locate                    # the smoke preset uses both
+    t = m.template
+    want = t - (t.min(0).values + t.max(0).values) / 2 + torch.tensor(m.cfg.global_centre)
+    Rg = random_rotations(1, torch.Generator().manual_seed(3))
+    for rot in (None, Rg):
+        with torch.no_grad(): co = m.coarse(frames[0].images[None], [frames[0].rig], rot)
+        assert (co.placed[0] - want).abs().max() < 2e-3
+        assert (co.vertices[0] - want).norm(dim=-1).median() < 2e-3
+    # the placement is a rigid motion: the transformer's rotation happens in the grid's frame, its translation too
+    a = want - want.mean(0)
+    Rm = axis_angle_to_matrix(torch.tensor([0.2, -0.5, 0.1]))
+    s = torch.tensor([[0.3, 0.2, 0.25]])
+    T = torch.cat([s[0, :, None] * Rm, torch.tensor([[0.1], [-0.2], [0.3]])], 1)[None]
+    p = place_template(a, T, s, torch.tensor([0.0, 0.1, 0.0]), 0.5, Rg)
+    want = a @ (Rg[0] @ Rm @ Rg[0].T).T + Rg[0] @ torch.tensor([0.05, -0.1, 0.15]) + torch.tensor([0.0, 0.1, 0.0])
+    assert torch.allclose(p[0], want, atol=1e-6)
+    dist = lambda x: (x[::7, None] - x[None, ::7]).norm(dim=-1)
+    assert torch.allclose(dist(p[0]), dist(a), atol=1e-6)             # rigid: not scaled by the grid's scales
+    with pytest.raises(ValueError, match="sigma must be positive"): gaussian_log_prior(torch.zeros(1, 2, 2, 2, 3),
+                                                                                       torch.zeros(1, 1, 3), 0.0)
+    with pytest.raises(ValueError, match="needs the template"):
+        from headbook.tempeh.model import CoarseStage
+        CoarseStage(m.cfg, 10)
 
 
 def test_the_refinement_lowers_the_error_of_an_inflated_coarse_mesh():

@@ -12,7 +12,7 @@ from torch import Tensor
 from .checks import check_tensor
 
 # %% auto #0
-__all__ = ['grid_offsets', 'voxel_centres', 'sample_view_features', 'fuse_views', 'soft_argmax_3d']
+__all__ = ['grid_offsets', 'voxel_centres', 'sample_view_features', 'fuse_views', 'soft_argmax_3d', 'gaussian_log_prior']
 
 # %% ../../nbs/06_geometry.volumes.ipynb #24bb992e
 def grid_offsets(dim: int,          # D voxels per axis
@@ -88,3 +88,17 @@ def soft_argmax_3d(logits: Tensor,     # [B, L, D, D, D] one score volume per ou
     pos = positions.reshape(B, positions.shape[1], -1, 3).to(p)
     pts = p @ pos[:, 0] if pos.shape[1] == 1 else (p[..., None] * pos).sum(2)   # one grid for all: a matmul
     return pts, p.reshape(logits.shape)
+
+# %% ../../nbs/06_geometry.volumes.ipynb #dc986fed
+def gaussian_log_prior(positions: Tensor,  # [B, D, D, D, 3] voxel positions (one grid per batch element)
+                       centres: Tensor,    # [B, L, 3] one centre per score volume
+                       sigma: float,       # the Gaussian's standard deviation, in the positions' unit
+                      ) -> Tensor:  # [B, L, D, D, D] log-density up to a constant: -|X - c|² / (2 sigma²)
+    "Log of an isotropic Gaussian about each centre, at every voxel of the grid."
+    check_tensor(positions, "positions", (None, None, None, None, 3), floating=True)
+    B, D = positions.shape[0], positions.shape[1:4]
+    check_tensor(centres, "centres", (B, None, 3), floating=True)
+    if not sigma > 0: raise ValueError(f"sigma must be positive, got {sigma}")
+    X = positions.reshape(B, -1, 3)
+    d2 = X.square().sum(-1)[:, None] - 2 * centres @ X.transpose(1, 2) + centres.square().sum(-1)[..., None]
+    return (-d2.clamp_min(0) / (2 * sigma ** 2)).reshape(B, -1, *D)

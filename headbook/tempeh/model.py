@@ -14,12 +14,14 @@ from torch import Tensor, nn
 from ..geometry.checks import check_tensor
 from ..geometry.rotations import rotation_6d_to_matrix
 from ..geometry.mesh import vertex_normals
-from ..geometry.volumes import voxel_centres, grid_offsets, sample_view_features, fuse_views, soft_argmax_3d
+from ..geometry.volumes import (voxel_centres, grid_offsets, sample_view_features, fuse_views, soft_argmax_3d,
+                                       gaussian_log_prior)
 from ..data.rig import Rig, check_rig, rig_visibility
 
 # %% auto #0
-__all__ = ['TempehModelConfig', 'FeatureNet2D', 'V2VNet', 'SpatialTransformer3d', 'transform_grid', 'check_views', 'sample_views',
-           'CoarseOutput', 'CoarseStage', 'surface_weights', 'RefineStage', 'TempehOutput', 'Tempeh', 'build_tempeh']
+__all__ = ['TempehModelConfig', 'FeatureNet2D', 'V2VNet', 'SpatialTransformer3d', 'transform_grid', 'place_template',
+           'check_views', 'sample_views', 'CoarseOutput', 'CoarseStage', 'surface_weights', 'RefineStage',
+           'TempehOutput', 'Tempeh', 'build_tempeh']
 
 # %% ../../nbs/60_tempeh.model.ipynb #37517a7a
 @dataclass
@@ -40,6 +42,8 @@ class TempehModelConfig:
     st_levels: int = 2                # conv + max-pool levels
     st_scale: float = 0.4             # largest scale of the transformed grid relative to the global grid
     st_rotation: bool = True          # regress a rotation (6D) besides scale and translation
+    st_locate: bool = False           # the translation as the soft-argmax of a presence score over the global grid (not in the seed)
+    template_prior: float = 0.0       # > 0: heatmaps anchored at the template the transformer places (sigma, metres; not in the seed)
     v2v_width: int = 32               # V2V: channels at full resolution (then 2x, 4x, 4x ...)
     coarse_levels: int = 5            # V2V encoder-decoder levels of the coarse stage (global_dim / 2^levels >= 1)
     coarse_back: tuple = (64, 128)    # channels of the coarse V2V's 1x1 back layers
@@ -163,7 +167,8 @@ class V2VNet(nn.Module):
 class SpatialTransformer3d(nn.Module):
     "Global feature volume [B, Cin, D, D, D] -> transformation [B, 3, 4] (diag(s) R | tau) and scales [B, 3]."
     def __init__(self, in_ch: int, dim: int, hidden: int = 32, levels: int = 2, rotation: bool = True,
-                 scale: float = 0.4, norm: str = "bn"):
+                 scale: float = 0.4, norm: str = "bn",
+                 locate: bool = False):  # translation: soft-argmax of a presence score over the grid (not in the seed)
         super().__init__()
         layers, c = [], in_ch
         for _ in range(levels):
@@ -172,21 +177,30 @@ class SpatialTransformer3d(nn.Module):
             c = hidden
         self.features = nn.Sequential(*layers)
         n_in = hidden * max(dim // 2 ** levels, 1) ** 3
-        self.rotation, self.scale = rotation, scale
-        self.mlp = nn.Sequential(nn.Linear(n_in, 3 * hidden), nn.ReLU(True), nn.Linear(3 * hidden, 12 if rotation else 6))
+        self.rotation, self.scale, self.locate = rotation, scale, locate
+        init = [3.0, 3, 3] + ([1.0, 0, 0, 0, 1, 0] if rotation else []) + ([] if locate else [0.0, 0, 0])
+        self.mlp = nn.Sequential(nn.Linear(n_in, 3 * hidden), nn.ReLU(True), nn.Linear(3 * hidden, len(init)))
+        if locate:
+            b = norm == "none"
+            self.locator = nn.Sequential(nn.Conv3d(in_ch, hidden, 3, padding=1, bias=b), _norm(norm, hidden, 3), nn.ReLU(True),
+                                         nn.Conv3d(hidden, hidden, 3, padding=1, bias=b), _norm(norm, hidden, 3), nn.ReLU(True),
+                                         nn.Conv3d(hidden, 1, 3, padding=1, bias=False))
+            nn.init.normal_(self.locator[-1].weight, 0, 1e-3)   # a near-uniform score: the centre, as the regression starts
+            self.register_buffer("unit", grid_offsets(dim, 2 / (dim - 1)), persistent=False)   # voxel offsets / e
         for m in self.features.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.normal_(m.weight, 0, 1e-3)
                 if m.bias is not None: nn.init.zeros_(m.bias)
         nn.init.zeros_(self.mlp[-1].weight)
         with torch.no_grad():
-            self.mlp[-1].bias.copy_(torch.tensor([3.0, 3, 3, 1, 0, 0, 0, 1, 0, 0, 0, 0] if rotation else [3.0, 3, 3, 0, 0, 0]))
+            self.mlp[-1].bias.copy_(torch.tensor(init))
 
     def forward(self, vol: Tensor) -> tuple[Tensor, Tensor]:
         x = self.mlp(self.features(vol).flatten(1))
         s = self.scale * 0.5 * (torch.tanh(x[:, :3]) + 1)
         R = rotation_6d_to_matrix(x[:, 3:9]) if self.rotation else torch.eye(3, dtype=x.dtype, device=x.device).expand(len(x), 3, 3)
-        tau = torch.tanh(x[:, -3:])
+        tau = (soft_argmax_3d(self.locator(vol), self.unit.expand(len(x), 1, *self.unit.shape))[0][:, 0] if self.locate
+               else torch.tanh(x[:, -3:]))
         return torch.cat([s[:, :, None] * R, tau[:, :, None]], -1), s
 
 def transform_grid(offsets: Tensor,      # [D, D, D, 3] voxel offsets of the global grid
@@ -200,6 +214,20 @@ def transform_grid(offsets: Tensor,      # [D, D, D, 3] voxel offsets of the glo
     X = torch.einsum("bij,xyzj->bxyzi", A, offsets) + tau[:, None, None, None]
     if grid_rotation is not None: X = torch.einsum("bij,bxyzj->bxyzi", grid_rotation, X)
     return X + origin.to(X)
+
+def place_template(anchor: Tensor,      # [V, 3] the template about its bounding box's centre
+                   transform: Tensor,   # [B, 3, 4] from `SpatialTransformer3d`
+                   scales: Tensor,      # [B, 3]
+                   origin: Tensor,      # [3] the global grid's centre
+                   half_extent: float,  # metres
+                   grid_rotation: Tensor | None = None,  # [B, 3, 3] R_g
+                  ) -> Tensor:  # [B, V, 3] world
+    "p = o + R_g (R R_g^T a + e τ): the template turned by the transformer's rotation and moved to its grid's centre."
+    R = transform[:, :, :3] / scales[:, :, None]                       # diag(s) R -> R
+    if grid_rotation is not None: R = grid_rotation @ R @ grid_rotation.transpose(1, 2)
+    tau = transform[:, :, 3] * half_extent
+    if grid_rotation is not None: tau = torch.einsum("bij,bj->bi", grid_rotation, tau)
+    return torch.einsum("bij,vj->bvi", R, anchor.to(R)) + tau[:, None] + origin.to(R)
 
 # %% ../../nbs/60_tempeh.model.ipynb #e577ae4e
 def check_views(images: Tensor,  # [B, C, 3, H, W] in [0, 1]
@@ -238,19 +266,24 @@ class CoarseOutput:
     grid: Tensor        # [B, D, D, D, 3] the transformed (head) grid
     transform: Tensor   # [B, 3, 4] the spatial transformer's output
     scales: Tensor      # [B, 3]
+    placed: Tensor | None = None   # [B, V, 3] the template as the transformer places it (with template_prior)
 
 class CoarseStage(nn.Module):
     "Images of calibrated views -> vertices, through a global volume, a spatial transformer and a V2V network."
-    def __init__(self, cfg: TempehModelConfig, n_vertices: int):
+    def __init__(self, cfg: TempehModelConfig, n_vertices: int, template: Tensor | None = None):
         super().__init__()
         self.cfg = cfg
+        if cfg.template_prior > 0 and template is None: raise ValueError("template_prior > 0 needs the template")
         c2 = 2 * cfg.descriptor_dim
         self.features = FeatureNet2D(cfg.descriptor_dim, cfg.feat_stem, cfg.feat_widths, cfg.feat_blocks, cfg.norm)
         self.transformer = SpatialTransformer3d(c2, cfg.global_dim, cfg.st_hidden, cfg.st_levels, cfg.st_rotation,
-                                                cfg.st_scale, cfg.norm)
+                                                cfg.st_scale, cfg.norm, cfg.st_locate)
         self.v2v = V2VNet(c2, n_vertices, cfg.coarse_levels, cfg.v2v_width, cfg.coarse_back, cfg.norm)
         self.register_buffer("offsets", grid_offsets(cfg.global_dim, cfg.global_spacing), persistent=False)
         self.register_buffer("origin", torch.tensor(cfg.global_centre, dtype=torch.float32), persistent=False)
+        if cfg.template_prior > 0:
+            t = template.detach().float()
+            self.register_buffer("anchor", t - (t.min(0).values + t.max(0).values) / 2, persistent=False)
 
     def volume(self, maps: Tensor, rigs: list, X: Tensor) -> Tensor:  # X [B, D, D, D, 3] -> [B, 2F, D, D, D]
         B, D = X.shape[0], X.shape[1]
@@ -267,8 +300,12 @@ class CoarseStage(nn.Module):
         half = (self.cfg.global_dim - 1) / 2 * self.cfg.global_spacing
         Xh = transform_grid(self.offsets, T, self.origin, half, grid_rotation)
         h = self.v2v(self.volume(maps, rs, Xh))
+        P = None
+        if self.cfg.template_prior > 0:
+            P = place_template(self.anchor, T, s, self.origin, half, grid_rotation)
+            h = h + gaussian_log_prior(Xh, P, self.cfg.template_prior)
         v, _ = soft_argmax_3d(h, Xh[:, None])
-        return CoarseOutput(v, Xh, T, s)
+        return CoarseOutput(v, Xh, T, s, P)
 
 # %% ../../nbs/60_tempeh.model.ipynb #37903da5
 def surface_weights(points: Tensor,    # [B, N, K, 3] the K local voxel centres of N vertices
@@ -350,7 +387,7 @@ class Tempeh(nn.Module):
         self.cfg = cfg
         self.register_buffer("template", template.float().clone())
         self.register_buffer("faces", faces.long().clone())
-        self.coarse = CoarseStage(cfg, template.shape[0])
+        self.coarse = CoarseStage(cfg, template.shape[0], template)
         self.refine = RefineStage(cfg)
 
     def forward(self, images: Tensor, rigs: list, refine: bool = True, grid_rotation: Tensor | None = None,

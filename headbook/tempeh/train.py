@@ -80,11 +80,12 @@ class TempehConfig:
 # %% ../../nbs/61_tempeh.train.ipynb #2dcf52fd
 _SMOKE_MODEL = dict(feat_stem=8, feat_widths=(8, 16), feat_blocks=(1, 1), norm="gn", global_dim=8,
                     global_spacing=0.1, st_hidden=4, v2v_width=8, coarse_levels=2, coarse_back=(8, 8), local_dim=4,
-                    local_spacing=0.004, refine_levels=1, refine_back=(8, 8), vis_resolution=64, coarse_downsample=2)
+                    local_spacing=0.004, refine_levels=1, refine_back=(8, 8), vis_resolution=64, coarse_downsample=2,
+                    st_locate=True, template_prior=0.03)
 _SMALL_MODEL = dict(feat_stem=16, feat_widths=(16, 32, 64), feat_blocks=(1, 1, 1), norm="gn", global_dim=16,
                     global_spacing=0.05, st_hidden=16, v2v_width=16, coarse_levels=3, coarse_back=(32, 64),
                     local_dim=8, local_spacing=0.002, refine_levels=2, refine_back=(16, 16), vis_resolution=128,
-                    coarse_downsample=2)
+                    coarse_downsample=2, st_locate=True, template_prior=0.02)
 
 def _presets() -> dict:
     smoke = TempehConfig(model=TempehModelConfig(**_SMOKE_MODEL),
@@ -92,10 +93,10 @@ def _presets() -> dict:
                                                image_size=(48, 64), n_scan=1000, min_views=3),
                          pretrain_steps=2, steps=4, refine_vertices=64, log_every=1, ckpt_every=2)
     small = TempehConfig(model=TempehModelConfig(**_SMALL_MODEL),
-                         data=TempehDataConfig(n_subjects=24, n_frames=4, val_subjects=4, val_frames=2, n_views=8,
+                         data=TempehDataConfig(n_subjects=24, n_frames=4, val_subjects=4, val_frames=1, n_views=8,
                                                image_size=(96, 128), n_scan=5000, min_views=6, scan_samples=1000),
-                         pretrain_steps=600, steps=750, refine_vertices=256, log_every=10, ckpt_every=250,
-                         eval_every=250)
+                         pretrain_steps=100, steps=130, lr_transformer=1e-3, refine_vertices=256, log_every=10,
+                         ckpt_every=50)
     paper = TempehConfig()
     return {"smoke": smoke, "small": small, "paper": paper}
 
@@ -106,7 +107,7 @@ def tempeh_config(preset: str = "smoke", overrides: dict | str | None = None) ->
     cfg = make_config(PRESETS, preset, overrides)
     ov = overrides if isinstance(overrides, dict) else {}
     if cfg.stage == "refine":
-        extra = {"paper": dict(steps=150000, pretrain_steps=0), "small": dict(steps=100, pretrain_steps=0),
+        extra = {"paper": dict(steps=150000, pretrain_steps=0), "small": dict(steps=40, pretrain_steps=0),
                  "smoke": dict(pretrain_steps=0)}[preset]
         cfg = dataclasses.replace(cfg, **{k: v for k, v in extra.items() if k not in ov})
     return cfg
@@ -192,14 +193,16 @@ class TempehStep(nn.Module):
 @torch.no_grad()
 def evaluate_tempeh(model: Tempeh, frames: list,   # [RigFrame] with vertices and scans
                     refine: bool = True) -> dict:
-    "Median and mean vertex-to-vertex and scan-to-mesh errors (mm) of the coarse and refined meshes."
+    "Median and mean vertex-to-vertex and scan-to-mesh errors (mm) of the coarse and refined meshes, and of the baseline."
     model.eval()
     dev = model.template.device
-    acc = {k: [] for k in ("coarse_v2v", "coarse_s2m", "refined_v2v", "refined_s2m")}
+    acc = {k: [] for k in ("template_v2v", "template_s2m", "coarse_v2v", "coarse_s2m", "refined_v2v", "refined_s2m")}
+    t = model.template.cpu()
+    placed = t - (t.min(0).values + t.max(0).values) / 2 + torch.tensor(model.cfg.global_centre)   # the baseline
     faces = model.faces.cpu().numpy()
     for fr in frames:
         out = model(fr.images[None].to(dev), [fr.rig], refine=refine)
-        meshes = {"coarse": out.coarse.vertices[0]}
+        meshes = {"template": placed, "coarse": out.coarse.vertices[0]}
         if refine: meshes["refined"] = out.refined[0]
         for k, v in meshes.items():
             v = v.cpu()
