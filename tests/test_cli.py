@@ -281,3 +281,16 @@ def test_animate_cli_refuses_bad_checkpoints_and_parameters(smoke_avatar, tmp_pa
     np.savez(tmp_path / "rows.npz", **bad)
     refused(["--model", str(smoke_avatar), "--params", str(tmp_path / "rows.npz")], "disagree on the number of frames")
     refused(["--model", str(smoke_avatar), "--params", str(tmp_path)], "holds no params.npz")
+
+
+def test_track_then_train_then_animate(talking_head, tmp_path, capsys):
+    "The whole path of issue 14: a frame folder -> headbook track -> train_imavatar on it -> headbook animate."
+    from headbook.imavatar.train import imavatar_config, train_imavatar
+    tracked, run, out = tmp_path / "tracked", tmp_path / "run", tmp_path / "anim"
+    assert main(["track", str(talking_head / "train"), "--out", str(tracked), "--preset", "smoke",
+                 "--image-size", "48", "--test-frames", "2"]) == 0
+    res = train_imavatar(imavatar_config("smoke", {"data.root": str(tracked)}), run_dir=run, progress=False)
+    assert res.step > 0 and all(np.isfinite(res.losses))
+    assert main(["animate", "--model", str(run), "--params", str(tracked / "test"), "--out", str(out)]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 2
+    assert json.loads((out / "animate.json").read_text())["params"] == str(tracked / "test" / "params.npz")
