@@ -161,7 +161,7 @@ def landmarks(photos: list, out: str | Path = "out/landmarks") -> list[dict]:
         rows.append(dict(photo=item.name, ok=True, overlay=str(out / f"{stem}_overlay.png")))
     return rows
 
-# %% ../nbs/99_cli.ipynb #4f38694f
+# %% ../nbs/99_cli.ipynb #473e937b
 _POSE_KEYS = ("global_pose", "neck_pose", "jaw_pose", "left_eye_pose", "right_eye_pose", "translation")
 
 def _params_file(src: Path) -> Path:
