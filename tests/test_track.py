@@ -149,3 +149,26 @@ def test_missing_landmarks_need_mediapipe_and_say_which_frame(clip, tmp_path, mo
     _refused(tmp_path, f, ValueError, r"frame 000007: no landmarks .*no face found")
     v2 = read_video_folder(root / "train")                   # all landmark files present: no detection needed
     assert v2.landmark_source == "files" and torch.equal(v2.landmarks, lm)
+
+
+def test_a_real_photo_panned_into_frames_is_detected_and_tracked(tmp_path):
+    "MediaPipe's landmarks on real pixels (matplotlib's public-domain Grace Hopper photo, six windows of a slow pan)."
+    from PIL import Image
+    from matplotlib import cbook
+    from headbook.landmarks import read_image
+    rgb = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).rgb
+    d = tmp_path / "pan"
+    for s in ("frames", "masks"): (d / s).mkdir(parents=True)
+    side = min(rgb.shape[:2]) - 40
+    for k in range(6):
+        x0, y0 = 20 + 3 * k, 10 + 2 * k
+        Image.fromarray(rgb[y0:y0 + side, x0:x0 + side]).resize((256, 256)).save(d / "frames" / f"{k:04d}.jpg")
+        Image.fromarray(np.full((256, 256), 255, np.uint8)).save(d / "masks" / f"{k:04d}.png")
+    v = read_video_folder(d)
+    assert v.landmark_source == "detected" and v.landmarks.shape == (6, 68, 2)
+    # the pan moves the photo 3 px left and 2 px up per window (times 256 / side after the resize)
+    step = (v.landmarks[1:] - v.landmarks[:-1]).mean((0, 1)) * side / 256
+    assert torch.allclose(step, torch.tensor([-3., -2.]), atol=0.5), step
+    rep = track_folder(d, tmp_path / "out", "synthhead", replace(CFG, image_size=96), n_test=1)
+    assert rep["landmarks"] == "detected" and rep["landmark_error_px_mean"] < 8.0     # 256 px frames; measured 4.4
+    assert len(read_avatar_video(tmp_path / "out" / "train")) == 5
