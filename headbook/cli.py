@@ -243,7 +243,7 @@ def _add_avatar_parsers(sub) -> None:
     t.add_argument("--preset", default="default", choices=["smoke", "default"], help="tracking schedule")
     t.add_argument("--focal", type=float, default=4.0, help="focal length / frame side (default 4.0)")
     t.add_argument("--image-size", type=int, default=0, help="side of the crop the fit runs at (0: the preset's)")
-    t.add_argument("--smooth", type=float, default=None, help="weight of the temporal term (default: the preset's)")
+    t.add_argument("--smooth", type=float, default=None, help="weight w_s of the temporal term on expression and poses (default: the preset's, 0.3)")
     t.add_argument("--test-frames", type=int, default=None, help="last frames held out as test/ (default: T // 8)")
     t.add_argument("--device", default="cpu")
     t.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
