@@ -105,8 +105,7 @@ def _smooth_terms(Q: dict, cfg: TrackConfig) -> dict:
 
 def _smooth_pass(pb, Q: dict, cfg: TrackConfig) -> list:
     "Pass 2: every frame's photometric energy plus the temporal terms, all frames at once (Adam)."
-    free = [v for k, v in Q.items() if k != "cam"]
-    opt = torch.optim.Adam([{"params": free}, {"params": [Q["cam"]], "lr": cfg.lr}], lr=cfg.lr)
+    opt = torch.optim.Adam(list(Q.values()), lr=cfg.lr)
     hist, p2f = [], None
     for k in tqdm(range(cfg.smooth_iters), desc="smooth", disable=not cfg.progress, leave=False):
         if p2f is None or k % max(pb.cfg.raster_every, 1) == 0: p2f = _raster(pb, Q)
