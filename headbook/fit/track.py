@@ -219,7 +219,8 @@ def read_video_folder(video_dir: str | Path, detect: bool = True, progress: bool
     for s in tqdm(stems, desc="read", disable=not progress, leave=False):
         img = torch.from_numpy(_load_rgb(files[s]).copy()).permute(2, 0, 1).float() / 255
         m = torch.from_numpy(_load_mask(d / "masks" / f"{s}.png").copy()).float()[None] / 255
-        if img.shape[1] != img.shape[2]: raise ValueError(f"frame {s} is {img.shape[2]}x{img.shape[1]}: frames must be square")
+        if img.shape[1] != img.shape[2]: raise ValueError(f"frame {s} is {img.shape[2]}x{img.shape[1]}: frames must be square "
+                                                          "(crop the video to squares round the head first)")
         if N is None: N = img.shape[1]
         if img.shape[1] != N: raise ValueError(f"frame {s} is {img.shape[1]} px, frame {stems[0]} is {N} px: one size per video")
         if m.shape[1:] != img.shape[1:]: raise ValueError(f"masks/{s}.png is {m.shape[2]}x{m.shape[1]}, its frame {N}x{N}")
