@@ -14,7 +14,7 @@ import torch
 from .train.loop import PROGRESS_LOG
 
 # %% auto #0
-__all__ = ['demo', 'assets', 'ExperimentError', 'run_experiment', 'landmarks', 'build_parser', 'main']
+__all__ = ['demo', 'assets', 'ExperimentError', 'run_experiment', 'landmarks', 'animate_avatar', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #d9a93009
 def demo(out: str | Path = "out", model: str = "synthhead", seed: int = 0) -> dict:
@@ -161,6 +161,106 @@ def landmarks(photos: list, out: str | Path = "out/landmarks") -> list[dict]:
         rows.append(dict(photo=item.name, ok=True, overlay=str(out / f"{stem}_overlay.png")))
     return rows
 
+# %% ../nbs/99_cli.ipynb #473e937b
+_POSE_KEYS = ("global_pose", "neck_pose", "jaw_pose", "left_eye_pose", "right_eye_pose", "translation")
+
+def _params_file(src: Path) -> Path:
+    "A params.npz, or the one in a split folder (frames' parameters) or in a tracked folder's train/."
+    if src.is_dir():
+        for c in (src / "params.npz", src / "train" / "params.npz"):
+            if c.exists(): return c
+        raise FileNotFoundError(f"{src} holds no params.npz (nor train/params.npz): give a params.npz file or a folder "
+                                "written by `headbook track` or data.avatar")
+    return src
+
+def animate_avatar(model: str | Path,          # an IMavatar run folder or checkpoint (train_imavatar)
+                   params: str | Path,         # a params.npz (data.avatar's layout) or a folder holding one
+                   out: str | Path = "out/animate",
+                   meshes: bool = False,       # also write each frame's posed surface as OBJ (metres)
+                   size: int = 0,              # render side in pixels (0: the size the avatar was trained at)
+                   frames: int = 0,            # only the first `frames` frames (0: all)
+                   mesh_resolution: int = 64,  # marching-cubes grid of the canonical surface
+                   overwrite: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    ("Render a trained IMavatar under the expressions and poses of `params` into out/frames/<k>.png (and "
+     "out/meshes/<k>.obj), through the training camera; every input is checked before anything is written.")
+    import time, uuid, shutil
+    from tqdm.auto import tqdm
+    from headbook.data.avatar import read_params, read_avatar_video
+    from headbook.imavatar.train import load_imavatar, animate, canonical_mesh, posed_mesh
+    from headbook.geometry.mesh import save_mesh
+    from headbook.fit.reconstruct import _publish
+    from headbook.data.video import _save_png
+    t0 = time.perf_counter()
+    out, src = Path(out), _params_file(Path(params))
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    p = read_params(src)                              # missing file, NaN or inf, rows that disagree: a message
+    tr = load_imavatar(model, device)                 # no checkpoint, or another model's: a message
+    head = tr.avatar.head
+    for k, n in {"expression": head.n_expr, **{k: 3 for k in _POSE_KEYS}}.items():
+        if p[k].shape[1] != n:
+            raise ValueError(f"{src}: {k} has {p[k].shape[1]} values per frame; the avatar's head model "
+                             f"({head.data.name}) takes {n}")
+    T = p["expression"].shape[0]
+    if frames < 0: raise ValueError(f"frames must be >= 0, got {frames}")
+    n = min(frames, T) if frames else T
+    S = size or tr.config.data.image_size
+    if S < 8: raise ValueError(f"size must be at least 8 pixels, got {S}")
+    cam = read_avatar_video(tr.data_root / "train", S)       # the camera the avatar was trained with, at S pixels
+    mesh = canonical_mesh(tr.avatar, mesh_resolution) if meshes else None
+    if mesh is not None and len(mesh.faces) == 0:
+        raise ValueError(f"the avatar's canonical surface is empty at resolution {mesh_resolution}: no meshes to write")
+    stage = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        (stage / "frames").mkdir(parents=True)
+        if meshes: (stage / "meshes").mkdir()
+        for i in tqdm(range(n), desc="animate", disable=not progress):
+            img = animate(tr.avatar, p, cam.K, cam.R, cam.t, S, tr.config.render, frames=[i])[0]
+            _save_png(stage / "frames" / f"{i:06d}.png",
+                      (img.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
+            if meshes:
+                v, f = posed_mesh(tr.avatar, {k: x[i:i + 1] for k, x in p.items() if k != "shape"}, mesh)
+                save_mesh(stage / "meshes" / f"{i:06d}.obj", v.cpu(), f.cpu())
+        info = dict(model=str(model), params=str(src), frames=n, image_size=S, meshes=bool(meshes),
+                    mesh_resolution=mesh_resolution if meshes else None, seconds=time.perf_counter() - t0)
+        (stage / "animate.json").write_text(json.dumps(info, indent=1))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _publish(stage, out, overwrite)
+    finally:
+        if stage.exists(): shutil.rmtree(stage, ignore_errors=True)
+    return {**info, "out": str(out)}
+
+def _add_avatar_parsers(sub) -> None:
+    "`headbook track` (a frame folder -> the talking-head layout) and `headbook animate` (a trained IMavatar)."
+    t = sub.add_parser("track", help="track a video frame folder into the talking-head layout (fit.track)",
+                       description="Photometric tracking of VIDEO_DIR (frames/, masks/, landmarks/ or MediaPipe): one "
+                                   "identity, per-frame expression and pose, a temporal term, one camera; writes "
+                                   "OUT/train/ and OUT/test/ (data.avatar's layout), OUT/avatar.json and OUT/track.json. "
+                                   "Train on it: headbook run train_imavatar -p overrides='{\"data.root\": \"OUT\"}'.")
+    t.add_argument("video_dir")
+    t.add_argument("--model", default="synthhead", help="synthhead (built in), ict, or a FLAME .pkl path")
+    t.add_argument("--out", default=None, help="output folder (default: out/track/<video folder name>)")
+    t.add_argument("--preset", default="default", choices=["smoke", "default"], help="tracking schedule")
+    t.add_argument("--focal", type=float, default=4.0, help="focal length / frame side (default 4.0)")
+    t.add_argument("--image-size", type=int, default=0, help="side of the crop the fit runs at (0: the preset's)")
+    t.add_argument("--smooth", type=float, default=None, help="weight w_s of the temporal term on expression and poses (default: the preset's, 0.3)")
+    t.add_argument("--test-frames", type=int, default=None, help="last frames held out as test/ (default: T // 8)")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    a = sub.add_parser("animate", help="render a trained IMavatar under new expressions and poses",
+                       description="Drive a trained IMavatar (train_imavatar) with per-frame parameters (a params.npz "
+                                   "or a folder holding one, e.g. `headbook track`'s OUT/test); writes OUT/frames/"
+                                   "<k>.png, with --meshes OUT/meshes/<k>.obj, and OUT/animate.json.")
+    a.add_argument("--model", required=True, help="an IMavatar run folder or checkpoint")
+    a.add_argument("--params", required=True, help="params.npz, or a folder with params.npz (or train/params.npz)")
+    a.add_argument("--out", default="out/animate")
+    a.add_argument("--meshes", action="store_true", help="also write the posed surface of each frame as OBJ")
+    a.add_argument("--size", type=int, default=0, help="render side in pixels (0: the training size)")
+    a.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
+    a.add_argument("--mesh-resolution", type=int, default=64)
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+
 # %% ../nbs/99_cli.ipynb #a4b274be
 def _model_and_out(p: argparse.ArgumentParser):
     "The head model and the output folder: the two options every command that writes results takes."
@@ -243,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the run folder's progress.log is written either way")
     _add_eval_parsers(sub)
     _add_tempeh_parser(sub)
+    _add_avatar_parsers(sub)
     rc = sub.add_parser("reconstruct", help="fit the head model to photos (the main job)",
                         description="Photo(s) -> landmarks -> photometric FLAME fit; writes mesh.obj, params.npz, "
                                     "overlay.png, viewer.html and fit.json into OUT/<photo name>/ for each photo.")
@@ -345,6 +446,22 @@ def main(argv=None) -> int:
                                   image_resize_factor=a.image_resize_factor, overwrite=a.overwrite, device=a.device):
                 err = f", {r['v2v_mean_mm']:.2f} mm v2v" if "v2v_mean_mm" in r else ""
                 print(f"{r['frame']}: {r['mesh']}  ({r['views']} views, {r['total_s']:.2f} s{err})")
+        elif a.cmd == "track":
+            from dataclasses import replace
+            from headbook.fit.track import TRACK_PRESETS, track_folder
+            cfg = replace(TRACK_PRESETS[a.preset], focal=a.focal)
+            if a.image_size: cfg = replace(cfg, image_size=a.image_size)
+            if a.smooth is not None: cfg = replace(cfg, w_smooth=a.smooth)
+            out = Path(a.out) if a.out else Path("out/track") / Path(a.video_dir).resolve().name
+            r = track_folder(a.video_dir, out, a.model, cfg, n_test=a.test_frames, overwrite=a.overwrite,
+                             device=a.device)
+            print(f"tracked {r['frames']} frames ({r['frames'] - r['n_test']} train, {r['n_test']} test) into {out}: "
+                  f"landmark error {r['landmark_error_px_mean']:.2f} px, {r['timings']['total']:.1f} s")
+            print(f"train an avatar on it: headbook run train_imavatar -p overrides='{{\"data.root\": \"{out}\"}}'")
+        elif a.cmd == "animate":
+            r = animate_avatar(a.model, a.params, a.out, meshes=a.meshes, size=a.size, frames=a.frames,
+                               mesh_resolution=a.mesh_resolution, overwrite=a.overwrite, device=a.device)
+            print(f"{r['frames']} frames written to {r['out']}/frames/" + (" and meshes/" if r["meshes"] else ""))
         elif a.cmd == "landmarks":
             rows = landmarks(a.photos, a.out)
             for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))

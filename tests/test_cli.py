@@ -1,5 +1,6 @@
 import json, re, subprocess, sys
 from pathlib import Path
+import numpy as np
 import pytest
 from headbook.cli import build_parser, main, demo, run_experiment
 
@@ -204,3 +205,92 @@ def test_headbook_run_streams_progress_while_the_notebook_runs(tmp_path):
                    on_progress=on_progress, progress_bar=False)
     assert " toy steps 4-5 of 5 on cpu, resumed from step 3" in seen[0] and marker.exists()
     assert [step.search(l)[1] for l in seen[1:3]] == list("45") and len(seen) == 5, seen
+
+
+@pytest.fixture(scope="module")
+def talking_head(tmp_path_factory):
+    from headbook.data.avatar import TalkingHeadSpec, write_talking_head
+    return write_talking_head(tmp_path_factory.mktemp("th") / "clip", "synthhead",
+                              TalkingHeadSpec(n_train=8, n_test=2, image_size=48), seed=1)
+
+
+def test_track_cli_writes_the_talking_head_layout(talking_head, tmp_path, capsys):
+    from headbook.data.avatar import read_avatar_video
+    out = tmp_path / "tracked"
+    rc = main(["track", str(talking_head / "train"), "--out", str(out), "--preset", "smoke", "--image-size", "48",
+               "--test-frames", "2"])
+    assert rc == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "tracked 8 frames (6 train, 2 test)" in said and '"data.root"' in said
+    tr, te = read_avatar_video(out / "train"), read_avatar_video(out / "test")
+    assert (len(tr), len(te)) == (6, 2) and tr.params["jaw_pose"].shape == (6, 3)
+    assert json.loads((out / "track.json").read_text())["landmark_error_px_mean"] < 1.5
+    # bad folders: a clear message, exit status 2, nothing written
+    empty = tmp_path / "empty"; (empty / "frames").mkdir(parents=True)
+    assert main(["track", str(empty), "--out", str(tmp_path / "o1")]) == 2
+    assert "holds no images" in capsys.readouterr().err and not (tmp_path / "o1").exists()
+    assert main(["track", str(talking_head / "train"), "--out", str(out)]) == 2          # out exists
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def smoke_avatar(tmp_path_factory):
+    from headbook.imavatar.train import imavatar_config, train_imavatar
+    run = tmp_path_factory.mktemp("ima") / "run"
+    train_imavatar(imavatar_config("smoke"), run_dir=run, progress=False)
+    return run
+
+
+def test_animate_cli_renders_frames_and_meshes(smoke_avatar, tmp_path, capsys):
+    from PIL import Image
+    from headbook.geometry.mesh import load_mesh
+    out = tmp_path / "anim"
+    rc = main(["animate", "--model", str(smoke_avatar), "--params", str(smoke_avatar / "data" / "test"),
+               "--out", str(out), "--meshes", "--mesh-resolution", "24", "--size", "24"])
+    assert rc == 0, capsys.readouterr().err
+    pngs = sorted((out / "frames").glob("*.png"))
+    assert [p.name for p in pngs] == ["000000.png", "000001.png"]                  # the smoke preset's 2 test frames
+    im = np.asarray(Image.open(pngs[0]))
+    assert im.shape == (24, 24, 3) and im.std() > 0                                  # not a blank frame
+    v, f = load_mesh(out / "meshes" / "000001.obj")
+    assert len(v) > 100 and len(f) > 100 and np.isfinite(v).all()
+    assert json.loads((out / "animate.json").read_text())["frames"] == 2
+
+
+def test_animate_cli_refuses_bad_checkpoints_and_parameters(smoke_avatar, tmp_path, capsys):
+    import torch
+    from headbook.train.loop import save_checkpoint
+    out = tmp_path / "anim"
+    params = smoke_avatar / "data" / "test" / "params.npz"
+    def refused(argv, match):
+        assert main(["animate", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err), err
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".anim")]
+    refused(["--model", str(tmp_path / "no_run"), "--params", str(params)], "no IMavatar checkpoint")
+    other = save_checkpoint(tmp_path / "other.pt", step=1, model=torch.nn.Linear(2, 2), extra={"config": {"epochs": 1}})
+    refused(["--model", str(other), "--params", str(params)], "is not an IMavatar checkpoint")
+    z = dict(np.load(params))
+    bad = dict(z); bad["expression"] = z["expression"].copy(); bad["expression"][1, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **bad)
+    refused(["--model", str(smoke_avatar), "--params", str(tmp_path / "nan.npz")], "expression is NaN or infinite at frame 000001")
+    bad = dict(z); bad["expression"] = z["expression"][:, :5]
+    np.savez(tmp_path / "narrow.npz", **bad)
+    refused(["--model", str(smoke_avatar), "--params", str(tmp_path / "narrow.npz")], "expression has 5 values per frame")
+    bad = dict(z); bad["jaw_pose"] = z["jaw_pose"][:1]
+    np.savez(tmp_path / "rows.npz", **bad)
+    refused(["--model", str(smoke_avatar), "--params", str(tmp_path / "rows.npz")], "disagree on the number of frames")
+    refused(["--model", str(smoke_avatar), "--params", str(tmp_path)], "holds no params.npz")
+
+
+def test_track_then_train_then_animate(talking_head, tmp_path, capsys):
+    "The whole path of issue 14: a frame folder -> headbook track -> train_imavatar on it -> headbook animate."
+    from headbook.imavatar.train import imavatar_config, train_imavatar
+    tracked, run, out = tmp_path / "tracked", tmp_path / "run", tmp_path / "anim"
+    assert main(["track", str(talking_head / "train"), "--out", str(tracked), "--preset", "smoke",
+                 "--image-size", "48", "--test-frames", "2"]) == 0
+    res = train_imavatar(imavatar_config("smoke", {"data.root": str(tracked)}), run_dir=run, progress=False)
+    assert res.step > 0 and all(np.isfinite(res.losses))
+    assert main(["animate", "--model", str(run), "--params", str(tracked / "test"), "--out", str(out)]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 2
+    assert json.loads((out / "animate.json").read_text())["params"] == str(tracked / "test" / "params.npz")
