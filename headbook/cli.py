@@ -377,97 +377,116 @@ def _to_terminal(line: str) -> None:
     from tqdm.auto import tqdm
     tqdm.write(line, file=sys.stderr)
 
+def _cmd_demo(a) -> int:
+    paths = demo(a.out, a.model, a.seed)
+    print("headbook demo wrote:"); [print(f"  {k:7s} {v}") for k, v in paths.items()]
+    return 0
+
+def _cmd_assets(a) -> int:
+    for row in assets():
+        print(f"{row['key']:18s} {row['path'] or 'MISSING'}")
+        seen = f"; recognised: {row['version']}" if row.get("version") else ""
+        print(f"{'':18s} {row['what']}" + seen)
+        if row["sha256"]: print(f"{'':18s} sha256 {row['sha256']} {row['note']}".rstrip())
+        if not row["path"]: print(f"{'':18s} get it: {row['get']}")
+    return 0
+
+def _cmd_run(a) -> int:
+    params = {}
+    for kv in a.param:
+        if len(kv) == 1 and "=" in kv[0]: k, v = kv[0].split("=", 1)
+        elif len(kv) == 2: k, v = kv
+        else: raise ValueError(f"-p takes KEY=VALUE or KEY VALUE, got {' '.join(kv)}")
+        params[k] = _parse_value(v)
+    say = None if a.quiet else _to_terminal
+    print("run written to", run_experiment(a.name, params, a.runs_dir, on_progress=say, progress_bar=not a.quiet))
+    return 0
+
+def _cmd_eval(a) -> int:
+    from headbook.data.now import evaluate_now, mean_head_predictions, oracle_predictions
+    if a.eval_cmd == "now-baseline":
+        n = mean_head_predictions(a.dataset, a.pred, model=a.model, split=a.split) if a.kind == "mean" \
+            else oracle_predictions(a.dataset, a.pred, split=a.split)
+        print(f"wrote {n} {a.kind} predictions into {a.pred}"); return 0
+    res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit, method_name=a.method,
+                       out_dir=a.out)
+    print(res.table())
+    for k, v in res.files.items(): print(f"  {k}: {v}")
+    if not res.missing: return 0
+    n = len(res.missing) + len(res.images)
+    print(f"{len(res.missing)} of {n} images have no prediction in {a.pred} (<image>.obj + <image>.npy):")
+    for m in res.missing[:20]: print(f"  missing: {m}")
+    if len(res.missing) > 20: print(f"  ... and {len(res.missing) - 20} more (all in the summary JSON)")
+    return 0 if a.allow_missing else 1
+
+def _cmd_data(a) -> int:
+    from headbook.data.now import write_synthetic_now
+    s = write_synthetic_now(a.root, n_subjects=a.subjects, images_per_challenge=a.images, image_size=a.size,
+                            seed=a.seed)
+    print(f"synthetic NoW written to {a.root}"); print(s)
+    return 0
+
+def _cmd_reconstruct(a) -> int:
+    from headbook.fit.reconstruct import reconstruct
+    res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
+                      same_person=a.same_person, overwrite=a.overwrite, all_faces=a.all_faces)
+    for r in res:
+        if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
+        else: print(f"{r.photo}: error: {r.error}")
+        for note in r.notes: print(f"  note: {note}")
+    return 0 if all(r.ok for r in res) else 1
+
+def _cmd_fit_pointcloud(a) -> int:
+    from headbook.nphm.fit import fit_files, fit_config
+    for r in fit_files(a.files, a.model, a.out, unit=a.unit, reference=a.reference, align=a.align,
+                       fit=fit_config(a.preset)):
+        m = r.get("metrics_mm")
+        print(f"{r['input']}: {Path(a.out) / Path(r['input']).stem}" + (
+            f"  (CD-L1 {m['head']['chamfer_l1']:.2f} mm to the reference)" if m else ""))
+    return 0
+
+def _cmd_tempeh(a) -> int:
+    from headbook.tempeh.train import tempeh_files
+    for r in tempeh_files(a.rig_dir, a.model, a.out, refine=not a.coarse_only, data_list=a.data_list,
+                          image_resize_factor=a.image_resize_factor, overwrite=a.overwrite, device=a.device):
+        err = f", {r['v2v_mean_mm']:.2f} mm v2v" if "v2v_mean_mm" in r else ""
+        print(f"{r['frame']}: {r['mesh']}  ({r['views']} views, {r['total_s']:.2f} s{err})")
+    return 0
+
+def _cmd_track(a) -> int:
+    from dataclasses import replace
+    from headbook.fit.track import TRACK_PRESETS, track_folder
+    cfg = replace(TRACK_PRESETS[a.preset], focal=a.focal)
+    if a.image_size: cfg = replace(cfg, image_size=a.image_size)
+    if a.smooth is not None: cfg = replace(cfg, w_smooth=a.smooth)
+    out = Path(a.out) if a.out else Path("out/track") / Path(a.video_dir).resolve().name
+    r = track_folder(a.video_dir, out, a.model, cfg, n_test=a.test_frames, overwrite=a.overwrite, device=a.device)
+    print(f"tracked {r['frames']} frames ({r['frames'] - r['n_test']} train, {r['n_test']} test) into {out}: "
+          f"landmark error {r['landmark_error_px_mean']:.2f} px, {r['timings']['total']:.1f} s")
+    print(f"train an avatar on it: headbook run train_imavatar -p overrides='{{\"data.root\": \"{out}\"}}'")
+    return 0
+
+def _cmd_animate(a) -> int:
+    r = animate_avatar(a.model, a.params, a.out, meshes=a.meshes, size=a.size, frames=a.frames,
+                       mesh_resolution=a.mesh_resolution, overwrite=a.overwrite, device=a.device)
+    print(f"{r['frames']} frames written to {r['out']}/frames/" + (" and meshes/" if r["meshes"] else ""))
+    return 0
+
+def _cmd_landmarks(a) -> int:
+    rows = landmarks(a.photos, a.out)
+    for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+_COMMANDS = {"demo": _cmd_demo, "assets": _cmd_assets, "run": _cmd_run, "eval": _cmd_eval, "data": _cmd_data,
+             "reconstruct": _cmd_reconstruct, "fit-pointcloud": _cmd_fit_pointcloud, "tempeh": _cmd_tempeh,
+             "track": _cmd_track, "animate": _cmd_animate, "landmarks": _cmd_landmarks}
+
 def main(argv=None) -> int:
-    "Entry point of the `headbook` console script."
+    "Entry point of the `headbook` console script: parse, run the subcommand, turn user errors into exit codes."
     a = build_parser().parse_args(argv)
     try:
-        if a.cmd == "demo":
-            paths = demo(a.out, a.model, a.seed)
-            print("headbook demo wrote:"); [print(f"  {k:7s} {v}") for k, v in paths.items()]
-        elif a.cmd == "assets":
-            for row in assets():
-                state = row["path"] or "MISSING"
-                print(f"{row['key']:18s} {state}")
-                seen = f"; recognised: {row['version']}" if row.get("version") else ""
-                print(f"{'':18s} {row['what']}" + seen)
-                if row["sha256"]: print(f"{'':18s} sha256 {row['sha256']} {row['note']}".rstrip())
-                if not row["path"]: print(f"{'':18s} get it: {row['get']}")
-        elif a.cmd == "run":
-            params = {}
-            for kv in a.param:
-                if len(kv) == 1 and "=" in kv[0]: k, v = kv[0].split("=", 1)
-                elif len(kv) == 2: k, v = kv
-                else: raise ValueError(f"-p takes KEY=VALUE or KEY VALUE, got {' '.join(kv)}")
-                params[k] = _parse_value(v)
-            say = None if a.quiet else _to_terminal
-            print("run written to", run_experiment(a.name, params, a.runs_dir, on_progress=say,
-                                                   progress_bar=not a.quiet))
-        elif a.cmd == "eval" and a.eval_cmd == "now":
-            from headbook.data.now import evaluate_now
-            res = evaluate_now(a.dataset, a.pred, split=a.split, metrical=a.metrical, unit=a.unit,
-                               method_name=a.method, out_dir=a.out)
-            print(res.table())
-            for k, v in res.files.items(): print(f"  {k}: {v}")
-            if res.missing:
-                n = len(res.missing) + len(res.images)
-                print(f"{len(res.missing)} of {n} images have no prediction in {a.pred} (<image>.obj + <image>.npy):")
-                for m in res.missing[:20]: print(f"  missing: {m}")
-                if len(res.missing) > 20: print(f"  ... and {len(res.missing) - 20} more (all in the summary JSON)")
-                if not a.allow_missing: return 1
-        elif a.cmd == "eval" and a.eval_cmd == "now-baseline":
-            from headbook.data.now import mean_head_predictions, oracle_predictions
-            n = mean_head_predictions(a.dataset, a.pred, model=a.model, split=a.split) if a.kind == "mean" \
-                else oracle_predictions(a.dataset, a.pred, split=a.split)
-            print(f"wrote {n} {a.kind} predictions into {a.pred}")
-        elif a.cmd == "data" and a.data_cmd == "now-synthetic":
-            from headbook.data.now import write_synthetic_now
-            s = write_synthetic_now(a.root, n_subjects=a.subjects, images_per_challenge=a.images, image_size=a.size,
-                                    seed=a.seed)
-            print(f"synthetic NoW written to {a.root}"); print(s)
-        elif a.cmd == "reconstruct":
-            from headbook.fit.reconstruct import reconstruct
-            res = reconstruct(a.photos, model=a.model, out_dir=a.out, preset=a.preset, device=a.device,
-                              same_person=a.same_person, overwrite=a.overwrite, all_faces=a.all_faces)
-            for r in res:
-                if r.ok: print(f"{r.photo}: {r.out_dir}  (landmark error {r.nme:.3f} of the inter-ocular distance)")
-                else: print(f"{r.photo}: error: {r.error}")
-                for note in r.notes: print(f"  note: {note}")
-            if not all(r.ok for r in res): return 1
-        elif a.cmd == "fit-pointcloud":
-            from headbook.nphm.fit import fit_files, fit_config
-            for r in fit_files(a.files, a.model, a.out, unit=a.unit, reference=a.reference, align=a.align,
-                               fit=fit_config(a.preset)):
-                m = r.get("metrics_mm")
-                print(f"{r['input']}: {Path(a.out) / Path(r['input']).stem}" + (
-                    f"  (CD-L1 {m['head']['chamfer_l1']:.2f} mm to the reference)" if m else ""))
-        elif a.cmd == "tempeh":
-            from headbook.tempeh.train import tempeh_files
-            for r in tempeh_files(a.rig_dir, a.model, a.out, refine=not a.coarse_only, data_list=a.data_list,
-                                  image_resize_factor=a.image_resize_factor, overwrite=a.overwrite, device=a.device):
-                err = f", {r['v2v_mean_mm']:.2f} mm v2v" if "v2v_mean_mm" in r else ""
-                print(f"{r['frame']}: {r['mesh']}  ({r['views']} views, {r['total_s']:.2f} s{err})")
-        elif a.cmd == "track":
-            from dataclasses import replace
-            from headbook.fit.track import TRACK_PRESETS, track_folder
-            cfg = replace(TRACK_PRESETS[a.preset], focal=a.focal)
-            if a.image_size: cfg = replace(cfg, image_size=a.image_size)
-            if a.smooth is not None: cfg = replace(cfg, w_smooth=a.smooth)
-            out = Path(a.out) if a.out else Path("out/track") / Path(a.video_dir).resolve().name
-            r = track_folder(a.video_dir, out, a.model, cfg, n_test=a.test_frames, overwrite=a.overwrite,
-                             device=a.device)
-            print(f"tracked {r['frames']} frames ({r['frames'] - r['n_test']} train, {r['n_test']} test) into {out}: "
-                  f"landmark error {r['landmark_error_px_mean']:.2f} px, {r['timings']['total']:.1f} s")
-            print(f"train an avatar on it: headbook run train_imavatar -p overrides='{{\"data.root\": \"{out}\"}}'")
-        elif a.cmd == "animate":
-            r = animate_avatar(a.model, a.params, a.out, meshes=a.meshes, size=a.size, frames=a.frames,
-                               mesh_resolution=a.mesh_resolution, overwrite=a.overwrite, device=a.device)
-            print(f"{r['frames']} frames written to {r['out']}/frames/" + (" and meshes/" if r["meshes"] else ""))
-        elif a.cmd == "landmarks":
-            rows = landmarks(a.photos, a.out)
-            for r in rows: print(f"{r['photo']}: " + (r["overlay"] if r["ok"] else f"error: {r['error']}"))
-            if not all(r["ok"] for r in rows): return 1
+        return _COMMANDS[a.cmd](a)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"headbook {a.cmd}: error: {e}", file=sys.stderr); return 2
     except ExperimentError as e:
         print(f"headbook {a.cmd}: error: {e}", file=sys.stderr); return 1
-    return 0
