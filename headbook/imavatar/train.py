@@ -16,10 +16,10 @@ from ..data.avatar import TalkingHeadSpec, write_talking_head, read_avatar_video
 from .model import (IMavatar, IMavatarModelConfig, TINY_MODEL, to_imavatar, from_imavatar,
                                      nearest_head_attributes, pretrain_deformer, canonical_params)
 from .render import RenderConfig, RayOutput, render_rays, render_avatar
-from ..train.config import make_config, config_to_dict, save_config, apply_overrides
-from ..train.loop import (TrainResult, train, new_run_dir, seed_everything, setup_distributed, wrap_model,
-                                 global_batch_indices, shard, latest_checkpoint, load_checkpoint,
-                                 check_resume_settings)
+from ..train.config import make_config, config_to_dict, apply_overrides
+from ..train.loop import (TrainResult, train, seed_everything, setup_distributed, wrap_model,
+                                 global_batch_indices, shard, latest_checkpoint, start_run, record_config,
+                                 read_checkpoint)
 
 # %% auto #0
 __all__ = ['PRESETS', 'IMavatarDataConfig', 'IMavatarLossWeights', 'IMavatarConfig', 'imavatar_config', 'imavatar_losses',
@@ -206,16 +206,9 @@ def train_imavatar(cfg: IMavatarConfig,
                   ) -> TrainResult:
     "Train an IMavatar on one talking-head video, on one process or under torchrun (frames split per step)."
     info = setup_distributed(cfg.device)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide over {info.world_size} processes")
-    if run_dir is None:
-        if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
-        run_dir = new_run_dir("train_imavatar", runs_dir)
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)
-    if info.is_main:
-        save_config(cfg, run_dir / "config.json")
-        root = prepare_data(cfg, run_dir)
+    run_dir = start_run(cfg, "train_imavatar", run_dir, runs_dir, info)
+    record_config(cfg, run_dir, info, resume, allow_changes)
+    if info.is_main: root = prepare_data(cfg, run_dir)
     from headbook.train.loop import barrier
     barrier(info)
     root = prepare_data(cfg, run_dir) if not info.is_main else root
@@ -247,11 +240,7 @@ class TrainedAvatar:
 
 def load_imavatar(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedAvatar:
     "The avatar (eval mode) from a run folder or checkpoint of `train_imavatar`."
-    p = Path(checkpoint)
-    ck = latest_checkpoint(p) if p.is_dir() else p
-    if ck is None or not ck.exists(): raise FileNotFoundError(f"no IMavatar checkpoint at {p} (a run folder or .pt)")
-    blob = load_checkpoint(ck, restore_rng=False)
-    c = blob.get("extra", {}).get("config", {})
+    ck, blob, c = read_checkpoint(checkpoint, "IMavatar")
     if "model" not in c or "render" not in c or not any(k.startswith("avatar.") for k in blob.get("model", {})):
         raise ValueError(f"{ck} is not an IMavatar checkpoint")
     cfg = apply_overrides(IMavatarConfig(), c)

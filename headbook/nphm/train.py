@@ -15,10 +15,9 @@ from ..geometry.mesh import sample_points
 from ..implicit.fields import sdf_and_gradient
 from ..implicit.sampling import MeshSDFSampler
 from .model import NPHM, NPHMModelConfig, AnchorLayout, head_anchors, to_nphm
-from ..train.config import make_config, config_to_dict, save_config, apply_overrides
-from ..train.loop import (TrainResult, train, new_run_dir, seed_everything, setup_distributed, wrap_model,
-                                 global_batch_indices, shard, barrier, latest_checkpoint, load_checkpoint,
-                                 check_resume_settings)
+from ..train.config import make_config, config_to_dict, apply_overrides
+from ..train.loop import (TrainResult, train, seed_everything, setup_distributed, wrap_model,
+                                 global_batch_indices, shard, start_run, record_config, read_checkpoint)
 
 # %% auto #0
 __all__ = ['PRESETS', 'NPHMDataConfig', 'NPHMLossWeights', 'NPHMExprLossWeights', 'NPHMConfig', 'nphm_config', 'NPHMData',
@@ -259,11 +258,7 @@ def _identity_stage_state(cfg: NPHMConfig) -> tuple[NPHMConfig, dict]:
     "Stage 2: the stage-1 checkpoint's model sizes and state."
     if not cfg.identity_run:
         raise ValueError("stage 'expression' needs identity_run: a stage-1 run folder or checkpoint")
-    p = Path(cfg.identity_run)
-    ck = latest_checkpoint(p) if p.is_dir() else p
-    if ck is None or not ck.exists(): raise FileNotFoundError(f"no stage-1 checkpoint at {p}")
-    blob = load_checkpoint(ck, restore_rng=False)
-    c1 = blob.get("extra", {}).get("config", {})
+    ck, blob, c1 = read_checkpoint(cfg.identity_run, "stage-1 (identity)")
     if c1.get("stage") != "identity": raise ValueError(f"{ck} is not an NPHM identity-stage checkpoint")
     cfg = dataclasses.replace(cfg, model=apply_overrides(NPHMModelConfig(), c1["model"]),
                               data=apply_overrides(cfg.data, {k: c1["data"][k] for k in
@@ -280,16 +275,10 @@ def train_nphm(cfg: NPHMConfig,
               ) -> TrainResult:
     "Train one NPHM/NPM stage on one process or under torchrun (DDP; the batch of heads is split)."
     info = setup_distributed(cfg.device)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide over {info.world_size} processes")
     state1 = None
     if cfg.stage == "expression": cfg, state1 = _identity_stage_state(cfg)
-    if run_dir is None:
-        if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
-        run_dir = new_run_dir(f"train_nphm_{cfg.stage}", runs_dir)
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)   # before config.json changes
-    if info.is_main: save_config(cfg, run_dir / "config.json")
+    run_dir = start_run(cfg, f"train_nphm_{cfg.stage}", run_dir, runs_dir, info)
+    record_config(cfg, run_dir, info, resume, allow_changes)
     seed_everything(cfg.seed)
     data = NPHMData(cfg.data)
     model = NPHM(cfg.model, data.layout)
@@ -326,11 +315,7 @@ class TrainedNPHM:
 
 def load_nphm(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedNPHM:
     "A trained NPHM/NPM (eval mode) from a run folder or checkpoint of `train_nphm`."
-    p = Path(checkpoint)
-    ck = latest_checkpoint(p) if p.is_dir() else p
-    if ck is None or not ck.exists(): raise FileNotFoundError(f"no NPHM checkpoint at {p} (a run folder or .pt)")
-    blob = load_checkpoint(ck, restore_rng=False)
-    c = blob.get("extra", {}).get("config", {})
+    ck, blob, c = read_checkpoint(checkpoint, "NPHM")
     if "stage" not in c or "model" not in c or "id_codes.weight" not in blob.get("model", {}):
         raise ValueError(f"{ck} is not an NPHM checkpoint (its config has no NPHM stage/model)")
     cfg = apply_overrides(NPHMConfig(), {k: v for k, v in c.items()})

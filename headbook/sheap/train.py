@@ -17,12 +17,12 @@ from .model import (SHeaP, SHeaPModelConfig, reanimate, render_gaussians, Gaussi
                                   SeedSHeaP, SEED_FILES, SEED_URL)
 from .losses import (SHeaPLossWeights, photometric_loss, landmark_loss, mask_loss, silhouette_loss,
                                    regularisers)
-from ..train.config import make_config, config_to_dict, save_config, apply_overrides
+from ..train.config import make_config, config_to_dict, apply_overrides
 from ..data.video import VideoFrames
 from ..data.scene import occlude
-from ..train.loop import (DistInfo, setup_distributed, wrap_model, unwrap, global_batch_indices, shard, train,
-                                 seed_everything, new_run_dir, barrier, TrainResult, latest_checkpoint,
-                                 check_resume_settings)
+from ..train.loop import (setup_distributed, wrap_model, global_batch_indices, shard, train,
+                                 seed_everything, barrier, TrainResult, latest_checkpoint, start_run,
+                                 record_config)
 
 # %% auto #0
 __all__ = ['PRESETS', 'SHeaPDataConfig', 'SHeaPConfig', 'sheap_config', 'SHeaPStepOutput', 'SHeaPStep', 'prepare_data',
@@ -224,19 +224,13 @@ def train_sheap(cfg: SHeaPConfig,
                ) -> TrainResult:
     "Train SHeaP: one process, or every process of a torchrun launch (DDP; the global batch is split)."
     info = setup_distributed(cfg.device)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide over {info.world_size} processes")
-    if run_dir is None:
-        if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
-        run_dir = new_run_dir("train_sheap", runs_dir)
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg, "train_sheap", run_dir, runs_dir, info)
     if data_root is not None and not cfg.data.root and any(Path(data_root).glob("*/frames")):
         root = Path(data_root)
     elif info.is_main: root = prepare_data(cfg, data_root or run_dir / "data", progress)
     barrier(info)
     if not info.is_main: root = Path(cfg.data.root) if cfg.data.root else Path(data_root or run_dir / "data")
-    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)   # before config.json changes
-    if info.is_main: save_config(cfg, run_dir / "config.json")
+    record_config(cfg, run_dir, info, resume, allow_changes)
     seed_everything(cfg.seed)
     frames = VideoFrames(root, image_size=cfg.model.image_size)
     model = SHeaP(cfg.model).to(info.device)

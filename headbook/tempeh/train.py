@@ -19,14 +19,14 @@ from .model import TempehModelConfig, Tempeh, build_tempeh
 from .losses import (TempehLossWeights, loss_terms, region_masks, region_weights, undirected_edges,
                                     VERTEX_WEIGHTS_PRETRAIN, VERTEX_WEIGHTS_S2M, EDGE_WEIGHTS_COARSE,
                                     EDGE_WEIGHTS_REFINE)
-from ..train.config import make_config, config_to_dict, save_config, apply_overrides
-from ..train.loop import (TrainResult, train, new_run_dir, seed_everything, setup_distributed, wrap_model,
-                                 global_batch_indices, shard, latest_checkpoint, load_checkpoint,
-                                 check_resume_settings)
+from ..train.config import make_config, config_to_dict, apply_overrides
+from ..train.loop import (TrainResult, train, seed_everything, setup_distributed, wrap_model,
+                                 global_batch_indices, shard, start_run, record_config, read_checkpoint)
 
 # %% auto #0
-__all__ = ['PRESETS', 'TempehDataConfig', 'TempehConfig', 'tempeh_config', 'random_rotations', 'TempehData', 'TempehStep',
-           'evaluate_tempeh', 'train_tempeh', 'TrainedTempeh', 'load_tempeh', 'read_rig_folder', 'tempeh_files']
+__all__ = ['PRESETS', 'REFINE_FIELDS', 'TempehDataConfig', 'TempehConfig', 'tempeh_config', 'random_rotations', 'TempehData',
+           'TempehStep', 'evaluate_tempeh', 'train_tempeh', 'TrainedTempeh', 'load_tempeh', 'read_rig_folder',
+           'tempeh_files']
 
 # %% ../../nbs/61_tempeh.train.ipynb #cb46c735
 @dataclass
@@ -216,16 +216,16 @@ def evaluate_tempeh(model: Tempeh, frames: list,   # [RigFrame] with vertices an
     return res
 
 # %% ../../nbs/61_tempeh.train.ipynb #a8353321
+REFINE_FIELDS = ("refine_downsample", "local_dim", "local_spacing", "refine_levels", "refine_back", "embed_scale",
+                 "vis_resolution", "chunk")   # model settings only the refinement reads
+
 def _coarse_state(cfg: TempehConfig) -> tuple[TempehConfig, dict]:
-    "Refinement: the coarse run's model settings and weights."
+    "Refinement: the coarse run's model settings (except `REFINE_FIELDS`, which are this stage's) and weights."
     if not cfg.coarse_run: raise ValueError("stage 'refine' needs coarse_run: the coarse stage's run folder or checkpoint")
-    p = Path(cfg.coarse_run)
-    ck = latest_checkpoint(p) if p.is_dir() else p
-    if ck is None or not ck.exists(): raise FileNotFoundError(f"no coarse TEMPEH checkpoint at {p}")
-    blob = load_checkpoint(ck, restore_rng=False)
-    c1 = blob.get("extra", {}).get("config", {})
+    ck, blob, c1 = read_checkpoint(cfg.coarse_run, "coarse TEMPEH")
     if c1.get("stage") != "coarse" or "model" not in c1: raise ValueError(f"{ck} is not a coarse TEMPEH checkpoint")
-    cfg = dataclasses.replace(cfg, model=apply_overrides(TempehModelConfig(), c1["model"]))
+    own = {k: getattr(cfg.model, k) for k in REFINE_FIELDS}   # the refinement's own sizes: this stage's config
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(apply_overrides(TempehModelConfig(), c1["model"]), **own))
     return cfg, {k.removeprefix("model."): v for k, v in blob["model"].items() if k.startswith("model.coarse.")}
 
 def _optimizer(step: TempehStep, cfg: TempehConfig):
@@ -249,16 +249,10 @@ def train_tempeh(cfg: TempehConfig,
                 ) -> TrainResult:
     "Train one TEMPEH stage on one process or under torchrun (DDP; the frames of a batch are split)."
     info = setup_distributed(cfg.device)
-    if cfg.batch_size % info.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide over {info.world_size} processes")
     coarse_state = None
     if cfg.stage == "refine": cfg, coarse_state = _coarse_state(cfg)
-    if run_dir is None:
-        if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
-        run_dir = new_run_dir(f"train_tempeh_{cfg.stage}", runs_dir)
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)
-    if info.is_main: save_config(cfg, run_dir / "config.json")
+    run_dir = start_run(cfg, f"train_tempeh_{cfg.stage}", run_dir, runs_dir, info)
+    record_config(cfg, run_dir, info, resume, allow_changes)
     seed_everything(cfg.seed)
     data = TempehData(cfg.data, cfg.model.head_model)
     model = build_tempeh(cfg.model, data.head)
@@ -295,11 +289,7 @@ class TrainedTempeh:
 
 def load_tempeh(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedTempeh:
     "A trained TEMPEH from a run folder or checkpoint of `train_tempeh`."
-    p = Path(checkpoint)
-    ck = latest_checkpoint(p) if p.is_dir() else p
-    if ck is None or not ck.exists(): raise FileNotFoundError(f"no TEMPEH checkpoint at {p} (a run folder or .pt)")
-    blob = load_checkpoint(ck, restore_rng=False)
-    c = blob.get("extra", {}).get("config", {})
+    ck, blob, c = read_checkpoint(checkpoint, "TEMPEH")
     if c.get("stage") not in ("coarse", "refine") or "model" not in c or "model.template" not in blob.get("model", {}):
         raise ValueError(f"{ck} is not a TEMPEH checkpoint (its config has no TEMPEH stage/model)")
     cfg = apply_overrides(TempehConfig(), c)

@@ -19,7 +19,7 @@ __all__ = ['PROGRESS_LOG', 'new_run_dir', 'seed_everything', 'MetricsLog', 'read
            'checkpoint_path', 'save_checkpoint', 'load_checkpoint', 'latest_checkpoint', 'resume_changes',
            'ResumeSettingsError', 'check_resume_settings', 'DistInfo', 'setup_distributed', 'cleanup_distributed',
            'barrier', 'wrap_model', 'all_reduce_mean', 'global_batch_indices', 'shard', 'ProgressLog', 'TrainResult',
-           'train', 'check_resume_exact', 'check_ddp_matches_single']
+           'train', 'start_run', 'record_config', 'read_checkpoint', 'check_resume_exact', 'check_ddp_matches_single']
 
 # %% ../../nbs/91_train.loop.ipynb #0ca8af28
 def new_run_dir(experiment: str, runs_dir: str | Path = "runs", stamp: str | None = None) -> Path:
@@ -367,6 +367,36 @@ def train(step_fn: Callable[[int], dict],   # step -> {"loss": scalar tensor, ot
     bar.close()
     plog.write(f"{'finished' if res.step == steps else 'stopped after'} step {res.step}/{steps} in {plog.elapsed()}")
     return res
+
+# %% ../../nbs/91_train.loop.ipynb #412698c5
+def start_run(cfg,                    # a trainer's config: its `batch_size` is split over the processes
+              experiment: str,        # the folder name under runs_dir for a new run
+              run_dir: str | Path | None, runs_dir: str | Path, info: DistInfo) -> Path:
+    "The run folder (created): `run_dir`, or a new runs/<experiment>/<timestamp>/ on a single process."
+    if cfg.batch_size % info.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide over {info.world_size} processes")
+    if run_dir is None:
+        if info.distributed: raise ValueError("under torchrun give run_dir explicitly (all processes must share it)")
+        run_dir = new_run_dir(experiment, runs_dir)
+    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+def record_config(cfg, run_dir: Path, info: DistInfo, resume: bool = True, allow_changes: bool = False) -> None:
+    "Refuse to resume `run_dir` with other settings (unless `allow_changes`), then write its config.json (rank 0)."
+    from headbook.train.config import config_to_dict, save_config
+    if resume: check_resume_settings(run_dir, config_to_dict(cfg), allow_changes)   # before config.json changes
+    if info.is_main: save_config(cfg, run_dir / "config.json")
+
+def read_checkpoint(path: str | Path,   # a run folder (its latest checkpoint) or a checkpoint file
+                    what: str = "",     # the kind of model, for the error message
+                   ) -> tuple[Path, dict, dict]:  # the checkpoint's path, its contents, the config it was trained with
+    "A checkpoint to load a trained model from (the RNG state is left alone)."
+    p = Path(path)
+    ck = latest_checkpoint(p) if p.is_dir() else p
+    if ck is None or not ck.exists():
+        raise FileNotFoundError(f"no {what + ' ' if what else ''}checkpoint at {p} (a run folder or .pt)")
+    blob = load_checkpoint(ck, restore_rng=False)
+    return ck, blob, blob.get("extra", {}).get("config", {})
 
 # %% ../../nbs/91_train.loop.ipynb #5e7a11c4
 def check_resume_exact(run: Callable,      # (run_dir: Path, stop_after: int | None) -> TrainResult: the trainer
