@@ -108,17 +108,22 @@ def test_the_transformed_grid_resamples_a_moved_head_as_the_original():
     assert torch.allclose(X2, (X0 @ Rm.T + p) @ Rg.T, atol=1e-6)   # the motion happens in the turned grid's frame
 
 
-def test_the_spatial_transformer_learns_to_find_the_head():
-    "A short training of the transformer alone: held-out heads' positions found far better than by their mean."
+def _mask_volumes(D: int = 16, sp: float = 0.04):
+    "20 synthetic frames' fused silhouette volumes [20, 2, D, D, D], their heads' centres, and the grid."
     frs = synthetic_frames(("synthhead",), n_subjects=10, n_frames=2, n_views=4, image_size=(48, 64), n_scan=100)
-    D, sp = 16, 0.04
     off, o, half = grid_offsets(D, sp), torch.zeros(3), (D - 1) / 2 * sp
     vols, cs = [], []
     for fr in frs:
         f, ok = sample_views(fr.params["mask"][None].float(), [fr.rig], off.reshape(1, -1, 3))
         vols.append(fuse_views(f, ok)[0].T.reshape(2, D, D, D))
         cs.append((fr.vertices.min(0).values + fr.vertices.max(0).values) / 2)
-    vols, cs = torch.stack(vols), torch.stack(cs)
+    return torch.stack(vols), torch.stack(cs), (off, o, half)
+
+
+def test_the_spatial_transformer_learns_to_find_the_head():
+    "A short training of the transformer alone: held-out heads' positions found far better than by their mean."
+    D = 16
+    vols, cs, (off, o, half) = _mask_volumes(D)
     torch.manual_seed(0)
     st = SpatialTransformer3d(2, D, hidden=8, levels=2, norm="gn")
     opt = torch.optim.Adam(st.parameters(), 1e-3)
@@ -133,15 +138,8 @@ def test_the_spatial_transformer_learns_to_find_the_head():
 
 def test_the_locating_transformer_finds_the_head_from_few_steps():
     "The translation as a soft-argmax over the grid (st_locate): 30 steps on 15 frames find held-out heads."
-    frs = synthetic_frames(("synthhead",), n_subjects=10, n_frames=2, n_views=4, image_size=(48, 64), n_scan=100)
-    D, sp = 16, 0.04
-    off, o, half = grid_offsets(D, sp), torch.zeros(3), (D - 1) / 2 * sp
-    vols, cs = [], []
-    for fr in frs:
-        f, ok = sample_views(fr.params["mask"][None].float(), [fr.rig], off.reshape(1, -1, 3))
-        vols.append(fuse_views(f, ok)[0].T.reshape(2, D, D, D))
-        cs.append((fr.vertices.min(0).values + fr.vertices.max(0).values) / 2)
-    vols, cs = torch.stack(vols), torch.stack(cs)
+    D = 16
+    vols, cs, (off, o, half) = _mask_volumes(D)
     torch.manual_seed(0)
     st = SpatialTransformer3d(2, D, hidden=8, levels=2, norm="gn", locate=True)
     T0, _ = st(vols[:2])
