@@ -244,3 +244,20 @@ def test_bad_inputs_give_clear_errors(frames, model):
         model(imgs[..., :47, :], [Rig(fr.rig.names, fr.rig.K, fr.rig.dist, fr.rig.R, fr.rig.t, [[47, 64]] * 4)])
     with pytest.raises(ValueError, match="stage must be"): tempeh_config("smoke", {"stage": "both"})
     with pytest.raises(ValueError, match="needs coarse_run"): train_tempeh(tempeh_config("smoke", {"stage": "refine"}))
+
+
+def test_refinement_patch_is_a_neighbourhood_with_its_own_edges():
+    "On a CPU the refinement trains on a patch: the k template vertices nearest a random one, and the edges inside."
+    cfg = tempeh_config("smoke", {"stage": "refine"})
+    from headbook.models.registry import load_head_model
+    head = load_head_model(cfg.model.head_model)
+    m = build_tempeh(cfg.model, head)
+    st = TempehStep(m, cfg, head)
+    ids, edges = st.patch(64, 3)
+    assert torch.equal(ids, st.patch(64, 3)[0]) and not torch.equal(ids, st.patch(64, 4)[0])   # seeded by the step
+    assert len(ids) == 64 and (ids.diff() > 0).all()
+    inside = torch.zeros(len(m.template), dtype=torch.bool); inside[ids] = True
+    assert inside[edges].all() and len(edges) > len(ids)                # only the patch's own edges, and most of them
+    t = m.template
+    radius = lambda c: ((t[ids] - c).norm(dim=-1).max(), (t[~inside] - c).norm(dim=-1).min())
+    assert any(r_in <= r_out for r_in, r_out in (radius(t[i]) for i in ids))   # a ball around one of its vertices

@@ -169,9 +169,17 @@ class TempehStep(nn.Module):
         if c.stage == "refine": return c.refine
         return c.pretrain if step < c.pretrain_steps else c.finetune
 
+    def patch(self, k: int, step: int) -> tuple[Tensor, Tensor]:  # [k] vertex ids (sorted), [E', 2] their edges
+        "The refinement's vertices of this step: the k template vertices nearest a random one, and the edges inside."
+        t = self.model.template
+        centre = t[int(torch.randint(len(t), (1,), generator=_gen(self.cfg.seed, "ids", step)))]
+        ids = (t - centre).norm(dim=-1).topk(k, largest=False).indices.sort().values
+        inside = torch.zeros(len(t), dtype=torch.bool, device=t.device); inside[ids] = True
+        return ids, self.edges[inside[self.edges].all(1)]
+
     def forward(self, b: dict, step: int) -> dict:
         c, m = self.cfg, self.model
-        w = self.weights(step)
+        w, edges = self.weights(step), self.edges
         B, V = b["vertices"].shape[:2]
         gens = [_gen(c.seed, "grids", step, i) for i in b["index"].tolist()]      # per frame: DDP = one process
         if c.stage == "coarse":
@@ -180,12 +188,11 @@ class TempehStep(nn.Module):
         else:
             m.coarse.eval()
             with torch.no_grad(): coarse = m.coarse(b["images"], b["rigs"]).vertices
-            K = c.refine_vertices or V
-            ids = (torch.randperm(V, generator=_gen(c.seed, "ids", step))[:K].sort().values.to(coarse.device)
-                   if K < V else None)
+            K = min(c.refine_vertices or V, V)
+            ids, edges = self.patch(K, step) if K < V else (None, edges)
             rot = torch.stack([random_rotations(K, g) for g in gens]).to(coarse) if c.augment else None
             pred = m.refine(b["images"], b["rigs"], coarse, m.faces, m.template, ids, rot)
-        t = loss_terms(pred, b["vertices"], b["scans"], m.faces, self.edges, getattr(self, f"vw_{w.vertex_regions}"),
+        t = loss_terms(pred, b["vertices"], b["scans"], m.faces, edges, getattr(self, f"vw_{w.vertex_regions}"),
                        getattr(self, f"ew_{w.edge_regions}"), w)
         return t
 
