@@ -261,3 +261,17 @@ def test_refinement_patch_is_a_neighbourhood_with_its_own_edges():
     t = m.template
     radius = lambda c: ((t[ids] - c).norm(dim=-1).max(), (t[~inside] - c).norm(dim=-1).min())
     assert any(r_in <= r_out for r_in, r_out in (radius(t[i]) for i in ids))   # a ball around one of its vertices
+
+
+def test_refinement_patch_scans_are_the_points_nearest_the_patch():
+    "The scan term of a patch uses the scan points whose nearest coarse vertex is in it (at least min_points)."
+    g = torch.Generator().manual_seed(0)
+    verts = torch.rand(1, 50, 3, generator=g)
+    scan = verts[0, torch.randint(50, (400,), generator=g)] + 1e-3 * torch.randn(400, 3, generator=g)
+    ids = torch.arange(10)
+    kept = TempehStep.patch_scans([scan], verts, ids)[0]
+    nearest = torch.cdist(kept, verts[0]).argmin(1)
+    assert len(kept) > 16 and (nearest < 10).all()
+    assert (torch.cdist(scan, verts[0]).argmin(1) < 10).sum() == len(kept)       # all of them
+    few = TempehStep.patch_scans([scan[:3], scan], torch.cat([verts, verts]), ids, min_points=4)
+    assert len(few[0]) == 3 and len(few[1]) == len(kept)      # fewer than min_points: the nearest ones, all 3 here

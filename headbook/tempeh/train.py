@@ -177,9 +177,24 @@ class TempehStep(nn.Module):
         inside = torch.zeros(len(t), dtype=torch.bool, device=t.device); inside[ids] = True
         return ids, self.edges[inside[self.edges].all(1)]
 
+    @staticmethod
+    def patch_scans(scans: list, coarse: Tensor, ids: Tensor, min_points: int = 16) -> list:  # B tensors [K_b, 3]
+        "Each frame's scan points whose nearest coarse vertex is in the patch (at least the `min_points` nearest it)."
+        out = []
+        for s, v in zip(scans, coarse):
+            s = s.to(v)
+            d = torch.cdist(s, v)                                                   # [K, V]
+            inside = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device); inside[ids] = True
+            keep = inside[d.argmin(1)]
+            if int(keep.sum()) < min_points:
+                keep = torch.zeros_like(keep)
+                keep[d[:, ids].min(1).values.topk(min(min_points, len(s)), largest=False).indices] = True
+            out.append(s[keep])
+        return out
+
     def forward(self, b: dict, step: int) -> dict:
         c, m = self.cfg, self.model
-        w, edges = self.weights(step), self.edges
+        w, edges, scans = self.weights(step), self.edges, b["scans"]
         B, V = b["vertices"].shape[:2]
         gens = [_gen(c.seed, "grids", step, i) for i in b["index"].tolist()]      # per frame: DDP = one process
         if c.stage == "coarse":
@@ -192,7 +207,8 @@ class TempehStep(nn.Module):
             ids, edges = self.patch(K, step) if K < V else (None, edges)
             rot = torch.stack([random_rotations(K, g) for g in gens]).to(coarse) if c.augment else None
             pred = m.refine(b["images"], b["rigs"], coarse, m.faces, m.template, ids, rot)
-        t = loss_terms(pred, b["vertices"], b["scans"], m.faces, edges, getattr(self, f"vw_{w.vertex_regions}"),
+            if ids is not None and scans is not None and w.s2m: scans = self.patch_scans(scans, coarse, ids)
+        t = loss_terms(pred, b["vertices"], scans, m.faces, edges, getattr(self, f"vw_{w.vertex_regions}"),
                        getattr(self, f"ew_{w.edge_regions}"), w)
         return t
 
