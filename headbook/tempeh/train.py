@@ -180,11 +180,11 @@ class TempehStep(nn.Module):
     @staticmethod
     def patch_scans(scans: list, coarse: Tensor, ids: Tensor, min_points: int = 16) -> list:  # B tensors [K_b, 3]
         "Each frame's scan points whose nearest coarse vertex is in the patch (at least the `min_points` nearest it)."
-        out = []
+        out, inside = [], torch.zeros(coarse.shape[1], dtype=torch.bool, device=coarse.device)
+        inside[ids] = True
         for s, v in zip(scans, coarse):
             s = s.to(v)
             d = torch.cdist(s, v)                                                   # [K, V]
-            inside = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device); inside[ids] = True
             keep = inside[d.argmin(1)]
             if int(keep.sum()) < min_points:
                 keep = torch.zeros_like(keep)
