@@ -57,14 +57,18 @@ def noisy_runs(clip, head):
             for w in (0.0, 0.3)}
 
 
-def test_temporal_term_reduces_jitter_and_detector_noise(clip, noisy_runs):
+def test_temporal_term_reduces_jitter_without_losing_accuracy(clip, noisy_runs):
     root, v, lm = clip
     free, smooth = noisy_runs[0.0], noisy_runs[0.3]
     for k in ("jaw_pose", "global_pose", "expression"):
         assert jitter(smooth.params[k]) < jitter(free.params[k]), k
     assert jitter(smooth.params["translation"]) < 0.5 * jitter(free.params["translation"])
-    # against the exact landmarks, the smoothed track is closer than the frame-by-frame one (1 px detector noise)
-    assert _errors(smooth, v, lm)["lmk"] < _errors(free, v, lm)["lmk"]
+    # against the exact landmarks the smoothed track is no worse than the frame-by-frame one. Measured over noise seeds
+    # 0-5 (1 px detector noise): lower on 5 of 6 (by 2-23 %), but on seed 0, the one used here, the two are within 2 %
+    # and another CPU's rounding decided the order (0.357 vs 0.355 px) — so the test asks for "no worse", not "better".
+    e_free, e_smooth = _errors(free, v, lm)["lmk"], _errors(smooth, v, lm)["lmk"]
+    assert e_smooth < 1.03 * e_free, (e_free, e_smooth)
+    assert e_smooth < 0.5                                  # half the detector noise's σ: the fit averages the noise out
     h = smooth.history["smooth"]
     assert len(h) == 40 and h[-1]["smooth"] < h[0]["smooth"]
 
