@@ -64,8 +64,8 @@ def test_temporal_term_reduces_jitter_without_losing_accuracy(clip, noisy_runs):
         assert jitter(smooth.params[k]) < jitter(free.params[k]), k
     assert jitter(smooth.params["translation"]) < 0.5 * jitter(free.params["translation"])
     # against the exact landmarks the smoothed track is no worse than the frame-by-frame one. Measured over noise seeds
-    # 0-5 (1 px detector noise): lower on 5 of 6 (by 2-23 %), but on seed 0, the one used here, the two are within 2 %
-    # and another CPU's rounding decided the order (0.357 vs 0.355 px) — so the test asks for "no worse", not "better".
+    # 0-5 (1 px detector noise) on the dev machine: lower on all six, by 1.6-23 %; on seed 0, the one used here, the
+    # margin is 1.6 % and CI's CPU reversed it (0.357 vs 0.355 px) — so the test asks for "no worse", not "better".
     e_free, e_smooth = _errors(free, v, lm)["lmk"], _errors(smooth, v, lm)["lmk"]
     assert e_smooth < 1.03 * e_free, (e_free, e_smooth)
     assert e_smooth < 0.5                                  # half the detector noise's σ: the fit averages the noise out
